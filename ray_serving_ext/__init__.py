@@ -1,0 +1,49 @@
+"""ray_serving_ext: model serving on Ray core, a drop-in for `ray.serve`.
+
+    import ray_serving_ext as serve
+
+Importing has no side effects: nothing starts until `serve.start()` or
+`serve.run()`.
+"""
+
+from ray_serving_ext import exceptions
+from ray_serving_ext.api import (
+    delete,
+    get_app_handle,
+    get_deployment_handle,
+    ingress,
+    run,
+    shutdown,
+    start,
+    status,
+)
+from ray_serving_ext.config import AutoscalingConfig, HTTPOptions, ProxyLocation
+from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, get_replica_context
+from ray_serving_ext.deployment import Application, Deployment, deployment
+from ray_serving_ext.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Application",
+    "AutoscalingConfig",
+    "Deployment",
+    "DeploymentHandle",
+    "DeploymentResponse",
+    "DeploymentResponseGenerator",
+    "HTTPOptions",
+    "ProxyLocation",
+    "ReplicaContext",
+    "delete",
+    "deployment",
+    "exceptions",
+    "get_app_handle",
+    "get_deployment_handle",
+    "get_multiplexed_model_id",
+    "get_replica_context",
+    "ingress",
+    "run",
+    "shutdown",
+    "start",
+    "status",
+]

@@ -1,0 +1,1 @@
+"""Machinery behind the public API: controller, replicas, proxies, routing."""

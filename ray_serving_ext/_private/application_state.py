@@ -1,0 +1,169 @@
+"""Applications: named groups of deployments with a route prefix and an ingress.
+
+An application's status is derived from its deployments': DEPLOYING while any
+is updating, RUNNING when all are healthy, DEPLOY_FAILED or UNHEALTHY with the
+failing deployment's message, DELETING until every replica is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec
+from ray_serving_ext._private.common import DeploymentID
+from ray_serving_ext._private.deployment_state import DeploymentState
+from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.schema import ApplicationStatus, DeploymentStatus
+
+
+class DeploymentStateManager:
+    """All deployments of all applications."""
+
+    def __init__(self, broadcast: Callable[[DeploymentID, Any], None]) -> None:
+        self._broadcast = broadcast
+        self.states: Dict[DeploymentID, DeploymentState] = {}
+
+    def deploy(self, deployment_id: DeploymentID, spec: DeploymentSpec) -> None:
+        state = self.states.get(deployment_id)
+        if state is None:
+            state = DeploymentState(deployment_id, self._broadcast)
+            self.states[deployment_id] = state
+        state.deploy(spec)
+
+    def delete(self, deployment_id: DeploymentID) -> None:
+        if deployment_id in self.states:
+            self.states[deployment_id].delete()
+
+    def get(self, deployment_id: DeploymentID) -> Optional[DeploymentState]:
+        return self.states.get(deployment_id)
+
+    def update(self) -> None:
+        for deployment_id, state in list(self.states.items()):
+            state.update()
+            if state.is_gone():
+                del self.states[deployment_id]
+                state._broadcast_if_changed(force=True)  # tell routers it no longer exists
+
+    def num_replicas(self) -> int:
+        return sum(len(s.replicas) for s in self.states.values())
+
+
+class ApplicationState:
+    def __init__(self, built: BuiltApplication, config: Optional[Dict[str, Any]]) -> None:
+        self.name = built.name
+        self.built = built
+        self.config = config
+        self.deployed_at = time.time()
+        self.deleting = False
+        self.status = ApplicationStatus.DEPLOYING
+        self.message = ""
+
+    @property
+    def route_prefix(self) -> Optional[str]:
+        return self.built.route_prefix
+
+    @property
+    def ingress(self) -> str:
+        return self.built.ingress
+
+    def deployment_ids(self) -> List[DeploymentID]:
+        return [DeploymentID(spec.name, self.name) for spec in self.built.deployments]
+
+
+class ApplicationStateManager:
+    """Deploys, deletes and reports applications; keeps the route table."""
+
+    def __init__(self, deployments: DeploymentStateManager, on_routes_changed: Callable[[Dict[str, Any]], None]) -> None:
+        self._deployments = deployments
+        self._on_routes_changed = on_routes_changed
+        self.apps: Dict[str, ApplicationState] = {}
+        self._last_routes: Optional[Dict[str, Any]] = None
+
+    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
+        """Make `built` the goal of application `built.name` (raises on a route clash)."""
+        if built.route_prefix is not None:
+            for other in self.apps.values():
+                if other.name != built.name and not other.deleting and other.route_prefix == built.route_prefix:
+                    raise RayServeException(
+                        f"Prefix {built.route_prefix} is being used by application \"{other.name}\". "
+                        f"Failed to deploy application \"{built.name}\"."
+                    )
+        old = self.apps.get(built.name)
+        new_state = ApplicationState(built, config)
+        new_ids = set(new_state.deployment_ids())
+        if old is not None:
+            for dep_id in old.deployment_ids():
+                if dep_id not in new_ids:
+                    self._deployments.delete(dep_id)
+        for spec in built.deployments:
+            self._deployments.deploy(DeploymentID(spec.name, built.name), spec)
+        self.apps[built.name] = new_state
+        self._publish_routes()
+
+    def delete(self, name: str) -> bool:
+        app = self.apps.get(name)
+        if app is None:
+            return False
+        app.deleting = True
+        app.status = ApplicationStatus.DELETING
+        for dep_id in app.deployment_ids():
+            self._deployments.delete(dep_id)
+        self._publish_routes()
+        return True
+
+    def routes(self) -> Dict[str, Dict[str, str]]:
+        return {
+            app.route_prefix: {"app_name": app.name, "deployment": app.ingress}
+            for app in self.apps.values()
+            if app.route_prefix is not None and not app.deleting
+        }
+
+    def _publish_routes(self, force: bool = False) -> None:
+        routes = self.routes()
+        if force or routes != self._last_routes:
+            self._last_routes = routes
+            self._on_routes_changed(routes)
+
+    def update(self) -> None:
+        for name, app in list(self.apps.items()):
+            states = [self._deployments.get(d) for d in app.deployment_ids()]
+            if app.deleting:
+                if all(s is None for s in states):
+                    del self.apps[name]
+                continue
+            app.status, app.message = _app_status([s for s in states if s is not None])
+        self._publish_routes()
+
+    def status_dict(self) -> Dict[str, Any]:
+        out = {}
+        for name, app in self.apps.items():
+            deployments = {}
+            for dep_id in app.deployment_ids():
+                state = self._deployments.get(dep_id)
+                if state is not None:
+                    deployments[dep_id.name] = state.status_dict()
+            out[name] = {
+                "status": app.status.value,
+                "message": app.message,
+                "last_deployed_time_s": app.deployed_at,
+                "deployments": deployments,
+                "route_prefix": app.route_prefix,
+            }
+        return out
+
+
+def _app_status(states: List[DeploymentState]) -> Tuple[ApplicationStatus, str]:
+    failed = [s for s in states if s.status == DeploymentStatus.DEPLOY_FAILED]
+    if failed:
+        msgs = "; ".join(f"Deployment '{s.id.name}': {s.message}" for s in failed)
+        return ApplicationStatus.DEPLOY_FAILED, f"Failed to deploy the application: {msgs}"
+    unhealthy = [s for s in states if s.status == DeploymentStatus.UNHEALTHY]
+    if unhealthy:
+        msgs = "; ".join(f"Deployment '{s.id.name}': {s.message}" for s in unhealthy)
+        return ApplicationStatus.UNHEALTHY, f"The application is unhealthy: {msgs}"
+    updating = [s for s in states if s.status == DeploymentStatus.UPDATING]
+    if updating:
+        msgs = "; ".join(f"Deployment '{s.id.name}': {s.message}" for s in updating if s.message)
+        return ApplicationStatus.DEPLOYING, msgs
+    return ApplicationStatus.RUNNING, ""

@@ -1,0 +1,156 @@
+"""Turn a bound `Application` graph into the deployment specs the controller takes.
+
+Each distinct bound deployment becomes one spec; Applications nested in
+constructor arguments are replaced by `HandleMarker`s that replicas turn into
+`DeploymentHandle`s. Code and arguments are pickled here, in the caller's
+process, so the controller never needs the user's modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ray import cloudpickle
+
+from ray_serving_ext.config import DeploymentConfig
+from ray_serving_ext.deployment import _NOT_CONFIG, Application
+
+
+@dataclass(frozen=True)
+class HandleMarker:
+    """Stands in for a nested Application inside constructor arguments."""
+
+    deployment_name: str
+    app_name: str
+
+
+@dataclass
+class DeploymentSpec:
+    """Everything the controller needs to run one deployment."""
+
+    name: str
+    serialized_def: bytes
+    serialized_init_args: bytes
+    config: Dict[str, Any]
+    code_version: str
+    is_function: bool
+    ingress: bool = False
+    explicit_options: Dict[str, Any] = field(default_factory=dict)
+    def_name: str = ""
+
+    def deployment_config(self) -> DeploymentConfig:
+        return DeploymentConfig.model_validate(self.config)
+
+
+@dataclass
+class BuiltApplication:
+    name: str
+    route_prefix: Optional[str]
+    ingress: str
+    deployments: List[DeploymentSpec]
+
+
+def _source_hash(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _replace_apps(value: Any, names: Dict[int, str], app_name: str) -> Any:
+    if isinstance(value, Application):
+        return HandleMarker(names[id(value)], app_name)
+    if isinstance(value, list):
+        return [_replace_apps(v, names, app_name) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_replace_apps(v, names, app_name) for v in value)
+    if isinstance(value, dict):
+        return {k: _replace_apps(v, names, app_name) for k, v in value.items()}
+    return value
+
+
+def _children(value: Any) -> List[Application]:
+    if isinstance(value, Application):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [c for v in value for c in _children(v)]
+    if isinstance(value, dict):
+        return [c for v in value.values() for c in _children(v)]
+    return []
+
+
+def _collect(root: Application) -> List[Application]:
+    """Every Application in the graph once, children before parents."""
+    order: List[Application] = []
+    seen: set = set()
+
+    def visit(app: Application, stack: tuple) -> None:
+        if id(app) in stack:
+            raise ValueError("Cycle in the application graph.")
+        if id(app) in seen:
+            return
+        for child in _children(list(app.args)) + _children(app.kwargs):
+            visit(child, stack + (id(app),))
+        seen.add(id(app))
+        order.append(app)
+
+    visit(root, ())
+    return order
+
+
+def _unique_names(apps: List[Application]) -> Dict[int, str]:
+    names: Dict[int, str] = {}
+    used: Dict[str, int] = {}
+    for app in apps:
+        base = app.deployment.name
+        if base not in used:
+            used[base] = 0
+            names[id(app)] = base
+        else:
+            used[base] += 1
+            names[id(app)] = f"{base}_{used[base]}"
+    return names
+
+
+def build_app(root: Application, app_name: str, route_prefix: Optional[str]) -> BuiltApplication:
+    """Pickle every deployment of the graph rooted at `root`."""
+    if not isinstance(root, Application):
+        raise TypeError(
+            "serve.run expects an Application: call `.bind()` on your deployment, "
+            f"got {type(root).__name__}."
+        )
+    apps = _collect(root)
+    names = _unique_names(apps)
+    specs = []
+    for app in apps:
+        dep = app.deployment
+        options = dep.explicit_options
+        config = DeploymentConfig.from_options({k: v for k, v in options.items() if k not in _NOT_CONFIG})
+        serialized_def = cloudpickle.dumps(dep.func_or_class)
+        init = (_replace_apps(list(app.args), names, app_name), _replace_apps(app.kwargs, names, app_name))
+        serialized_init = cloudpickle.dumps(init)
+        if options.get("version"):
+            code_version = str(options["version"])
+        else:
+            digest = hashlib.sha256()
+            digest.update(serialized_def)
+            digest.update(serialized_init)
+            digest.update(_source_hash(dep.func_or_class).encode())
+            code_version = digest.hexdigest()[:16]
+        specs.append(
+            DeploymentSpec(
+                name=names[id(app)],
+                serialized_def=serialized_def,
+                serialized_init_args=serialized_init,
+                config=config.model_dump(),
+                code_version=code_version,
+                is_function=inspect.isfunction(dep.func_or_class),
+                ingress=app is root,
+                explicit_options={k: v for k, v in options.items() if k != "name"},
+                def_name=getattr(dep.func_or_class, "__name__", ""),
+            )
+        )
+    return BuiltApplication(name=app_name, route_prefix=route_prefix, ingress=names[id(root)], deployments=specs)

@@ -1,0 +1,136 @@
+"""The client side of the controller: the one module that calls the controller actor.
+
+`api.py` and the CLI go through a ServeControllerClient; it starts or finds the
+controller, sends goal-state changes and waits for them to take effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import ray
+
+from ray_serving_ext._private.build import BuiltApplication
+from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
+from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.schema import ApplicationStatus, ServeStatus, status_from_dict
+
+logger = logging.getLogger("ray_serving_ext")
+
+
+def find_controller() -> Optional[Any]:
+    """The running controller's handle, or None."""
+    try:
+        return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+
+
+def create_controller(
+    http_options: Dict[str, Any], proxy_location: str, detached: bool, checkpoint: Any = None
+) -> Any:
+    """Start the controller actor (detached, restartable) and wait until it answers."""
+    from ray_serving_ext._private.controller import ServeController
+
+    owner_job_id = None if detached else ray.get_runtime_context().get_job_id()
+    head = ray.get_runtime_context().get_node_id()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    controller = ray.remote(ServeController).options(
+        name=CONTROLLER_NAME,
+        namespace=SERVE_NAMESPACE,
+        lifetime="detached",
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=100_000,
+        get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True),
+    ).remote(http_options, proxy_location, detached, owner_job_id, checkpoint)
+    ray.get(controller.ready.remote(), timeout=120)
+    return controller
+
+
+class ServeControllerClient:
+    """Calls on the controller, and the waiting that turns them into promises."""
+
+    def __init__(self, controller: Any) -> None:
+        self._controller = controller
+
+    @property
+    def controller(self) -> Any:
+        return self._controller
+
+    def _get(self, ref: Any, timeout: Optional[float] = 60.0) -> Any:
+        return ray.get(ref, timeout=timeout)
+
+    def deploy_application(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
+        self._get(self._controller.deploy_application.remote(built, config))
+
+    def wait_for_application_running(self, name: str, timeout_s: float = -1) -> None:
+        """Return when `name` is RUNNING; raise RuntimeError with the reason on DEPLOY_FAILED."""
+        start = time.monotonic()
+        while timeout_s < 0 or time.monotonic() - start < timeout_s:
+            status = self.get_serve_status().applications.get(name)
+            if status is not None:
+                if status.status == ApplicationStatus.RUNNING:
+                    return
+                if status.status == ApplicationStatus.DEPLOY_FAILED:
+                    raise RuntimeError(f"Deploying application {name} failed: {status.message}")
+            time.sleep(0.05)
+        raise TimeoutError(f"Application {name} did not become RUNNING within {timeout_s}s.")
+
+    def delete_apps(self, names: List[str], blocking: bool = True, timeout_s: float = 120.0) -> None:
+        self._get(self._controller.delete_apps.remote(names))
+        if not blocking:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            remaining = set(self.get_serve_status().applications) & set(names)
+            if not remaining:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"Applications {names} were not deleted within {timeout_s}s.")
+
+    def get_serve_status(self) -> ServeStatus:
+        return status_from_dict(self._get(self._controller.get_serve_status.remote()))
+
+    def get_app_ingress(self, name: str) -> Optional[str]:
+        return self._get(self._controller.get_app_ingress.remote(name))
+
+    def list_app_names(self) -> List[str]:
+        return self._get(self._controller.list_app_names.remote())
+
+    def get_app_configs(self) -> Dict[str, Any]:
+        return self._get(self._controller.get_app_configs.remote())
+
+    def get_replica_details(self, app_name: str) -> Dict[str, List[Dict[str, Any]]]:
+        return self._get(self._controller.get_replica_details.remote(app_name))
+
+    def get_http_config(self) -> Dict[str, Any]:
+        return self._get(self._controller.get_http_config.remote())
+
+    def shutdown(self, timeout_s: float = 60.0) -> None:
+        """Delete everything and kill the controller; returns when nothing is left."""
+        try:
+            self._get(self._controller.graceful_shutdown.remote(timeout_s), timeout=timeout_s + 30)
+        except ray.exceptions.RayActorError:
+            pass
+        except ray.exceptions.GetTimeoutError:
+            logger.warning("Serve did not shut down gracefully within %ss; killing it.", timeout_s)
+        try:
+            ray.kill(self._controller, no_restart=True)
+        except Exception:
+            pass
+        _wait_until_gone(timeout_s=30)
+
+
+def _wait_until_gone(timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if find_controller() is None:
+            return
+        time.sleep(0.05)
+    raise RayServeException("The Serve controller did not exit.")

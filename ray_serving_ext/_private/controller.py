@@ -1,0 +1,232 @@
+"""The controller actor: owns the goal state and reconciles the cluster toward it.
+
+It is detached, named SERVE_CONTROLLER_ACTOR in namespace "serve", and
+restartable. On (re)start it loads the goal state from its checkpoint and
+adopts live replicas by name instead of restarting them; proxies and routers
+keep routing with what they know meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import ray
+
+from ray_serving_ext._private.application_state import ApplicationStateManager, DeploymentStateManager
+from ray_serving_ext._private.build import BuiltApplication
+from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
+from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
+from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, SERVE_NAMESPACE
+from ray_serving_ext._private.logging_utils import configure_component_logger
+from ray_serving_ext._private.long_poll import LongPollHost
+from ray_serving_ext._private.proxy_state import ProxyStateManager
+from ray_serving_ext._private.replica_record import ReplicaRecord
+from ray_serving_ext._private.router import replicas_key
+
+logger = logging.getLogger("ray_serving_ext.controller")
+
+
+class ServeController:
+    """Goal state, reconcile loop, and the API the client and long-poll clients call."""
+
+    def __init__(
+        self,
+        http_options: Dict[str, Any],
+        proxy_location: str = "EveryNode",
+        detached: bool = True,
+        owner_job_id: Optional[str] = None,
+        checkpoint: Optional[CheckpointManager] = None,
+    ) -> None:
+        configure_component_logger("controller", "")
+        self._http_options = http_options
+        self._proxy_location = proxy_location
+        self._detached = detached
+        self._owner_job_id = owner_job_id
+        self._checkpoint = checkpoint or CheckpointManager(RayInternalKVStore())
+        self._long_poll = LongPollHost()
+        self._deployments = DeploymentStateManager(self._broadcast_deployment)
+        self._apps = ApplicationStateManager(self._deployments, self._broadcast_routes)
+        self._proxies = ProxyStateManager(http_options, proxy_location)
+        self._shutting_down = False
+        self._dirty = False
+        self._started_at = time.time()
+        self._loop_error = ""
+        self._recovered = self._recover()
+        self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
+
+    # ---- recovery ----------------------------------------------------------------------
+    def _recover(self) -> bool:
+        state = self._checkpoint.load()
+        if not state:
+            return False
+        if not self._detached and state.get("owner_job_id") is not None:
+            self._owner_job_id = state["owner_job_id"]
+        for app in state.get("applications", []):
+            self._apps.deploy(app["built"], app.get("config"))
+            self._apps.apps[app["built"].name].deployed_at = app.get("deployed_at", time.time())
+        self._adopt_live_replicas()
+        logger.info("Recovered %d applications from the checkpoint.", len(self._apps.apps))
+        return True
+
+    def _adopt_live_replicas(self) -> None:
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if entry.get("namespace") != SERVE_NAMESPACE:
+                continue
+            parsed = parse_replica_actor_name(entry["name"])
+            if parsed is None:
+                continue
+            dep_id = DeploymentID(parsed["deployment"], parsed["app_name"])
+            try:
+                actor = ray.get_actor(entry["name"], namespace=SERVE_NAMESPACE)
+            except ValueError:
+                continue
+            state = self._deployments.get(dep_id)
+            rec = ReplicaRecord(dep_id, parsed["suffix"], "", {})
+            if state is None:
+                rec.kill()  # belongs to nothing we know: an orphan
+                continue
+            rec.recover(actor)
+            state.replicas[rec.replica_id] = rec
+
+    def _save_checkpoint(self) -> None:
+        state = {
+            "owner_job_id": self._owner_job_id,
+            "applications": [
+                {"built": app.built, "config": app.config, "deployed_at": app.deployed_at}
+                for app in self._apps.apps.values()
+                if not app.deleting
+            ],
+        }
+        self._checkpoint.save(state)
+
+    # ---- loop --------------------------------------------------------------------------
+    async def _run_control_loop(self) -> None:
+        while True:
+            try:
+                self._step()
+                self._loop_error = ""
+            except Exception as exc:  # never let one bad step kill the loop
+                self._loop_error = repr(exc)
+                logger.exception("Control loop step failed.")
+            await asyncio.sleep(CONTROL_LOOP_INTERVAL_S)
+
+    def _step(self) -> None:
+        self._deployments.update()
+        self._apps.update()
+        if not self._shutting_down:
+            self._proxies.update()
+        if self._dirty:
+            self._dirty = False
+            self._save_checkpoint()
+        self._check_owner()
+
+    def _check_owner(self) -> None:
+        """A non-detached instance goes away when the driver that started it has exited."""
+        if self._detached or self._owner_job_id is None or self._shutting_down:
+            return
+        now = time.time()
+        if now - getattr(self, "_last_owner_check", 0.0) < 2.0:
+            return
+        self._last_owner_check = now
+        try:
+            gcs = ray._private.worker.global_worker.gcs_client
+            for job_id, info in gcs.get_all_job_info().items():
+                if job_id.hex() == self._owner_job_id and info.is_dead:
+                    logger.info("Owner job %s exited; shutting down.", self._owner_job_id)
+                    self._begin_shutdown()
+        except Exception:
+            logger.debug("owner job check failed", exc_info=True)
+
+    # ---- long poll ---------------------------------------------------------------------
+    def _broadcast_deployment(self, deployment_id: DeploymentID, info: Any) -> None:
+        self._long_poll.notify_changed(replicas_key(deployment_id), info)
+
+    def _broadcast_routes(self, routes: Dict[str, Any]) -> None:
+        self._long_poll.notify_changed("routes", routes)
+
+    async def listen_for_change(self, versions: Dict[str, int]) -> Dict[str, Any]:
+        return await self._long_poll.listen_for_change(versions)
+
+    # ---- API ---------------------------------------------------------------------------
+    async def ready(self) -> Dict[str, Any]:
+        return {"recovered": self._recovered, "detached": self._detached, "http_options": self._http_options}
+
+    async def deploy_application(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
+        """Make `built` the goal of its application (raises on a route-prefix clash)."""
+        if self._shutting_down:
+            raise RuntimeError("Serve is shutting down.")
+        self._apps.deploy(built, config)
+        self._dirty = True
+        self._save_checkpoint()
+
+    async def delete_apps(self, names: List[str]) -> None:
+        for name in names:
+            self._apps.delete(name)
+        self._dirty = True
+        self._save_checkpoint()
+
+    async def list_app_names(self) -> List[str]:
+        return [name for name, app in self._apps.apps.items() if not app.deleting]
+
+    async def get_app_ingress(self, name: str) -> Optional[str]:
+        app = self._apps.apps.get(name)
+        return None if app is None or app.deleting else app.ingress
+
+    async def get_ingress_deployments(self) -> Dict[str, str]:
+        return {name: app.ingress for name, app in self._apps.apps.items() if not app.deleting}
+
+    async def get_serve_status(self) -> Dict[str, Any]:
+        return {
+            "proxies": self._proxies.status_dict(),
+            "applications": self._apps.status_dict(),
+            "target_capacity": None,
+        }
+
+    async def get_app_configs(self) -> Dict[str, Any]:
+        return {name: app.config for name, app in self._apps.apps.items() if not app.deleting}
+
+    async def get_replica_details(self, app_name: str) -> Dict[str, List[Dict[str, Any]]]:
+        return {
+            dep_id.name: state.replica_details()
+            for dep_id, state in self._deployments.states.items()
+            if dep_id.app_name == app_name
+        }
+
+    async def get_http_config(self) -> Dict[str, Any]:
+        return dict(self._http_options)
+
+    async def get_proxy_details(self) -> Dict[str, Any]:
+        return {node: {"status": rec.status.value, "error": rec.error} for node, rec in self._proxies.proxies.items()}
+
+    async def report_dead_replica(self, app_name: str, deployment: str, replica_id: str, reason: str) -> None:
+        state = self._deployments.get(DeploymentID(deployment, app_name))
+        if state is not None:
+            state.mark_replica_dead(replica_id, reason)
+
+    def _begin_shutdown(self) -> None:
+        self._shutting_down = True
+        for name in list(self._apps.apps):
+            self._apps.delete(name)
+        self._checkpoint.clear()
+
+    async def graceful_shutdown(self, timeout_s: float = 60.0) -> bool:
+        """Delete every application, stop proxies; True when all replicas are gone in time."""
+        self._begin_shutdown()
+        refs = self._proxies.shutdown()
+        deadline = time.monotonic() + timeout_s
+        while self._deployments.num_replicas() > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(CONTROL_LOOP_INTERVAL_S)
+        if refs:
+            try:
+                await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), 10)
+            except Exception:
+                pass
+        self._proxies.kill_all()
+        for state in self._deployments.states.values():
+            for rec in state.replicas.values():
+                rec.kill()
+        self._checkpoint.clear()
+        return self._deployments.num_replicas() == 0

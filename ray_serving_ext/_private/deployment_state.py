@@ -1,0 +1,356 @@
+"""Reconciles one deployment's replicas toward its goal: count, code version, config.
+
+A code, constructor-argument or ray_actor_options change is a new version:
+new replicas start and must be RUNNING before old ones drain (rolling update).
+Other option changes are applied in place through `reconfigure` on live
+replicas. Constructors that keep raising stop the rollout with DEPLOY_FAILED
+while the previous version, if any, keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+import ray
+
+from ray_serving_ext._private.build import DeploymentSpec
+from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo
+from ray_serving_ext._private.constants import (
+    DEFAULT_REPLICA_NUM_CPUS,
+    HEALTH_CHECK_FAILURE_THRESHOLD,
+    MAX_CONSTRUCTOR_RETRIES,
+    SLOW_STARTUP_WARNING_S,
+)
+from ray_serving_ext._private.replica_record import ReplicaRecord
+from ray_serving_ext.config import DeploymentConfig
+from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+
+logger = logging.getLogger("ray_serving_ext.controller")
+
+ACTIVE = (ReplicaState.STARTING, ReplicaState.RECOVERING, ReplicaState.UPDATING, ReplicaState.RUNNING)
+
+
+def version_key(spec: DeploymentSpec) -> str:
+    """What makes a replica obsolete when it changes (code, args, resources)."""
+    cfg = spec.config
+    return json.dumps(
+        [spec.code_version, cfg.get("ray_actor_options", {}), cfg.get("max_replicas_per_node")],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def required_resources(ray_actor_options: Dict[str, Any]) -> Dict[str, float]:
+    req: Dict[str, float] = {"CPU": float(ray_actor_options.get("num_cpus", DEFAULT_REPLICA_NUM_CPUS) or 0)}
+    if ray_actor_options.get("num_gpus"):
+        req["GPU"] = float(ray_actor_options["num_gpus"])
+    if ray_actor_options.get("memory"):
+        req["memory"] = float(ray_actor_options["memory"])
+    req.update({k: float(v) for k, v in (ray_actor_options.get("resources") or {}).items()})
+    return {k: v for k, v in req.items() if v > 0}
+
+
+def _fits_some_node(req: Dict[str, float]) -> bool:
+    for node in ray.nodes():
+        if node.get("Alive") and all(node.get("Resources", {}).get(k, 0) >= v for k, v in req.items()):
+            return True
+    return False
+
+
+class DeploymentState:
+    """Goal and live replicas of one deployment; `update()` takes one reconcile step."""
+
+    def __init__(self, deployment_id: DeploymentID, broadcast: Callable[[str, Any], None]) -> None:
+        self.id = deployment_id
+        self._broadcast = broadcast
+        self.spec: Optional[DeploymentSpec] = None
+        self.config = DeploymentConfig()
+        self.version_key = ""
+        self.target_num_replicas = 0
+        self.replicas: Dict[str, ReplicaRecord] = {}
+        self.deleting = False
+        self.status = DeploymentStatus.UPDATING
+        self.trigger = DeploymentStatusTrigger.CONFIG_UPDATE_STARTED
+        self.message = ""
+        self.last_error = ""
+        self.failed_starts = 0
+        self._infeasible_checked = False
+        self._last_broadcast: Any = None
+        self.autoscaling_target: Optional[int] = None
+
+    # ---- goal ------------------------------------------------------------------------
+    def deploy(self, spec: DeploymentSpec) -> None:
+        new_key = version_key(spec)
+        new_config = spec.deployment_config()
+        if new_key != self.version_key:
+            self.failed_starts = 0
+            self.last_error = ""
+            self._infeasible_checked = False
+        self.spec = spec
+        self.version_key = new_key
+        self.config = new_config
+        self.deleting = False
+        self.target_num_replicas = self._initial_target(new_config)
+        self.status = DeploymentStatus.UPDATING
+        self.trigger = DeploymentStatusTrigger.CONFIG_UPDATE_STARTED
+        self.message = ""
+        self._broadcast_if_changed(force=True)
+
+    def _initial_target(self, config: DeploymentConfig) -> int:
+        if config.autoscaling_config is None:
+            return int(config.num_replicas or 0)
+        current = self.autoscaling_target
+        auto = config.autoscaling_config
+        if current is None:
+            return config.initial_num_replicas()
+        return max(auto.min_replicas, min(auto.max_replicas, current))
+
+    def set_autoscaling_target(self, num: int) -> None:
+        self.autoscaling_target = num
+        if not self.deleting and self.config.autoscaling_config is not None:
+            self.target_num_replicas = num
+
+    def delete(self) -> None:
+        self.deleting = True
+        self.target_num_replicas = 0
+
+    def is_gone(self) -> bool:
+        return self.deleting and not self.replicas
+
+    # ---- one step --------------------------------------------------------------------
+    def update(self) -> None:
+        if self.spec is None and not self.replicas:
+            return
+        self._poll_pending()
+        self._poll_health()
+        self._poll_stopping()
+        self._scale()
+        self._update_status()
+        self._broadcast_if_changed()
+
+    def _records(self, *states: ReplicaState) -> List[ReplicaRecord]:
+        return [r for r in self.replicas.values() if r.state in states]
+
+    def _poll_pending(self) -> None:
+        for rec in self._records(ReplicaState.STARTING, ReplicaState.RECOVERING, ReplicaState.UPDATING):
+            try:
+                meta = rec.poll_pending()
+            except Exception as exc:
+                self._on_start_failure(rec, exc)
+                continue
+            if meta is None:
+                continue
+            if rec.state == ReplicaState.RECOVERING:
+                self._on_recovered(rec, meta)
+            else:
+                rec.state = ReplicaState.RUNNING
+                rec.last_health_check = time.time()
+                if rec.version_key == self.version_key:
+                    self.failed_starts = 0
+
+    def _on_recovered(self, rec: ReplicaRecord, meta: Dict[str, Any]) -> None:
+        rec.version_key = meta.get("version", "")
+        rec.config = meta.get("config", {})
+        if meta.get("initialized"):
+            rec.state = ReplicaState.RUNNING
+            rec.last_health_check = time.time()
+        else:
+            rec.stop(graceful=False, timeout_s=0)
+
+    def _on_start_failure(self, rec: ReplicaRecord, exc: BaseException) -> None:
+        recovering = rec.state == ReplicaState.RECOVERING
+        rec.stop(graceful=False, timeout_s=0)
+        if recovering:
+            return
+        if rec.version_key == self.version_key:
+            self.failed_starts += 1
+        self.last_error = _short_error(exc)
+        logger.warning("Replica %s of %s failed to start: %s", rec.replica_id, self.id, self.last_error)
+
+    def _poll_health(self) -> None:
+        period, timeout = self.config.health_check_period_s, self.config.health_check_timeout_s
+        for rec in self._records(ReplicaState.RUNNING):
+            ok = rec.poll_health(period, timeout)
+            if ok is False and rec.health_failures >= HEALTH_CHECK_FAILURE_THRESHOLD:
+                self.last_error = f"Replica {rec.replica_id} failed health checks: {rec.last_health_error}"
+                logger.warning("%s; replacing it.", self.last_error)
+                self.status = DeploymentStatus.UNHEALTHY
+                self.trigger = DeploymentStatusTrigger.HEALTH_CHECK_FAILED
+                self.message = self.last_error
+                rec.stop(graceful=False, timeout_s=0)
+
+    def mark_replica_dead(self, replica_id: str, reason: str) -> None:
+        rec = self.replicas.get(replica_id)
+        if rec is not None and rec.state != ReplicaState.STOPPING:
+            self.last_error = f"Replica {replica_id} died: {reason}"
+            rec.stop(graceful=False, timeout_s=0)
+
+    def _poll_stopping(self) -> None:
+        for rec in self._records(ReplicaState.STOPPING):
+            if rec.poll_stopped():
+                del self.replicas[rec.replica_id]
+
+    # ---- scaling and rollout ----------------------------------------------------------
+    def _deploy_failed(self) -> bool:
+        return self.failed_starts >= MAX_CONSTRUCTOR_RETRIES
+
+    def _start_replica(self) -> None:
+        assert self.spec is not None
+        rid = uuid.uuid4().hex[:8]
+        rec = ReplicaRecord(self.id, rid, self.version_key, self.config.model_dump())
+        try:
+            rec.start(self.spec, rec.config, self.config.ray_actor_options)
+        except Exception as exc:
+            self.failed_starts += 1
+            self.last_error = _short_error(exc)
+            return
+        self.replicas[rid] = rec
+
+    def _scale(self) -> None:
+        if self._records(ReplicaState.RECOVERING):
+            return  # a restarted controller first learns what the live replicas run
+        active = self._records(*ACTIVE)
+        current = [r for r in active if r.version_key == self.version_key]
+        old = [r for r in active if r.version_key != self.version_key]
+        target = self.target_num_replicas
+        if not self.deleting and not self._deploy_failed():
+            for _ in range(target - len(current)):
+                self._start_replica()
+        if len(current) > target:
+            order = sorted(current, key=lambda r: (r.state == ReplicaState.RUNNING, r.start_time))
+            for rec in order[: len(current) - target]:
+                rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
+        running_new = len([r for r in current if r.state == ReplicaState.RUNNING])
+        keep_old = target if self._deploy_failed() and not self.deleting else max(0, target - running_new)
+        if len(old) > keep_old:
+            order = sorted(old, key=lambda r: (r.state == ReplicaState.RUNNING, -r.start_time))
+            for rec in order[: len(old) - keep_old]:
+                rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
+        self._reconfigure_in_place(current)
+
+    def _reconfigure_in_place(self, current: List[ReplicaRecord]) -> None:
+        wanted = self.config.model_dump()
+        for rec in current:
+            if rec.state == ReplicaState.RUNNING and rec.config != wanted:
+                rec.reconfigure(wanted)
+
+    # ---- status ----------------------------------------------------------------------
+    def _update_status(self) -> None:
+        if self.deleting:
+            self.trigger = DeploymentStatusTrigger.DELETING
+            return
+        current = [r for r in self._records(*ACTIVE) if r.version_key == self.version_key]
+        running = [r for r in current if r.state == ReplicaState.RUNNING]
+        settled = (
+            len(running) == self.target_num_replicas == len(current)
+            and len(self._records(*ACTIVE)) == self.target_num_replicas
+        )
+        if self._deploy_failed():
+            self.status = DeploymentStatus.DEPLOY_FAILED
+            self.trigger = DeploymentStatusTrigger.REPLICA_STARTUP_FAILED
+            self.message = (
+                f"The deployment failed to start {self.failed_starts} times in a row. "
+                f"This may be an issue with its constructor or initial health check. "
+                f"See logs for details. Last error: {self.last_error}"
+            )
+        elif settled:
+            if self.status != DeploymentStatus.HEALTHY:
+                self.trigger = DeploymentStatusTrigger.CONFIG_UPDATE_COMPLETED
+            self.status = DeploymentStatus.HEALTHY
+            self.message = ""
+        elif self.status == DeploymentStatus.UNHEALTHY and running:
+            pass  # stays UNHEALTHY until the replacement is RUNNING (settled)
+        else:
+            if self.status == DeploymentStatus.HEALTHY and self.config.autoscaling_config is not None:
+                self.status = DeploymentStatus.UPSCALING if len(current) < self.target_num_replicas else DeploymentStatus.DOWNSCALING
+                self.trigger = DeploymentStatusTrigger.AUTOSCALING
+            elif self.status not in (DeploymentStatus.UNHEALTHY, DeploymentStatus.UPSCALING, DeploymentStatus.DOWNSCALING):
+                self.status = DeploymentStatus.UPDATING
+            self.message = self._pending_message()
+
+    def _pending_message(self) -> str:
+        starting = self._records(ReplicaState.STARTING)
+        if not starting:
+            return self.message if self.status == DeploymentStatus.UNHEALTHY else ""
+        req = required_resources(self.config.ray_actor_options)
+        if not _fits_some_node(req):
+            return (
+                f"Deployment '{self.id.name}' in application '{self.id.app_name}' has {len(starting)} replicas "
+                f"that cannot be scheduled: no node in the cluster has the resources one replica requires "
+                f"({req}). Total cluster resources: {ray.cluster_resources()}."
+            )
+        slow = [r for r in starting if time.time() - r.start_time > SLOW_STARTUP_WARNING_S]
+        if slow:
+            return (
+                f"Deployment '{self.id.name}' in application '{self.id.app_name}' has {len(slow)} replicas "
+                f"that have taken more than {SLOW_STARTUP_WARNING_S:g}s to be scheduled or to start. "
+                f"Resources required for each replica: {req}, total resources available: "
+                f"{ray.available_resources()}. Last error: {self.last_error or 'none'}"
+            )
+        return ""
+
+    # ---- outputs ---------------------------------------------------------------------
+    def routable(self) -> List[ReplicaInfo]:
+        return [
+            ReplicaInfo(r.replica_id, r.actor_name, r.actor, r.node_id, int(r.config.get("max_ongoing_requests", 5)))
+            for r in self.replicas.values()
+            if r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING) and r.actor is not None
+        ]
+
+    def target_info(self) -> DeploymentTargetInfo:
+        return DeploymentTargetInfo(
+            replicas=self.routable(),
+            max_ongoing_requests=self.config.max_ongoing_requests,
+            max_queued_requests=self.config.max_queued_requests,
+            exists=not self.is_gone(),
+            message=self.message,
+        )
+
+    def _broadcast_if_changed(self, force: bool = False) -> None:
+        info = self.target_info()
+        signature = (
+            tuple(sorted(r.replica_id for r in info.replicas)),
+            info.max_ongoing_requests,
+            info.max_queued_requests,
+            info.exists,
+        )
+        if force or signature != self._last_broadcast:
+            self._last_broadcast = signature
+            self._broadcast(self.id, info)
+
+    def replica_state_counts(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for rec in self.replicas.values():
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        return counts
+
+    def status_dict(self) -> Dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "status_trigger": self.trigger.value,
+            "replica_states": self.replica_state_counts(),
+            "message": self.message,
+            "target_num_replicas": self.target_num_replicas,
+            "last_error": self.last_error,
+        }
+
+    def replica_details(self) -> List[Dict[str, Any]]:
+        return [
+            {"replica_id": r.replica_id, "state": r.state.value, "pid": r.pid, "node_id": r.node_id,
+             "actor_name": r.actor_name, "version": r.version_key}
+            for r in self.replicas.values()
+        ]
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if cause is not None:
+            return f"{type(cause).__name__}: {cause}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)

@@ -1,0 +1,128 @@
+"""HTTP helpers shared by the proxy and replicas: response conversion and ASGI plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Awaitable, Callable, Dict, List, Optional
+
+from starlette.responses import Response, StreamingResponse
+
+Message = Dict[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+
+# The ASGI scope keys a proxy forwards to a replica (all plain data).
+_SCOPE_KEYS = (
+    "type",
+    "asgi",
+    "http_version",
+    "server",
+    "client",
+    "scheme",
+    "method",
+    "root_path",
+    "path",
+    "raw_path",
+    "query_string",
+    "headers",
+)
+
+
+def forwardable_scope(scope: Dict[str, Any], route_prefix: str) -> Dict[str, Any]:
+    """A picklable copy of the scope; root_path set so mounted apps see paths under the prefix."""
+    out = {k: scope[k] for k in _SCOPE_KEYS if k in scope}
+    if route_prefix and route_prefix != "/":
+        out["root_path"] = scope.get("root_path", "") + route_prefix
+    out["headers"] = [(bytes(k), bytes(v)) for k, v in scope.get("headers", [])]
+    return out
+
+
+def _jsonable(content: Any) -> Any:
+    try:
+        from fastapi.encoders import jsonable_encoder
+
+        return jsonable_encoder(content)
+    except ImportError:  # pragma: no cover - fastapi is a dependency
+        return content
+
+
+def to_response(result: Any) -> Response:
+    """Turn what a user callable returned into a Starlette response, as Ray Serve does.
+
+    str -> text/plain (utf-8), bytes -> text/plain, Response -> itself,
+    generators -> a streaming response, anything else -> JSON.
+    """
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, str):
+        return Response(result.encode("utf-8"), media_type="text/plain; charset=utf-8")
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(bytes(result), media_type="text/plain")
+    if hasattr(result, "__aiter__") or hasattr(result, "__next__"):
+        return StreamingResponse(result)
+    if result is None:
+        return Response(b"null", media_type="application/json")
+    body = json.dumps(_jsonable(result), separators=(",", ":")).encode()
+    return Response(body, media_type="application/json")
+
+
+def plain_response_messages(status: int, body: str, headers: Optional[List[tuple]] = None) -> List[Message]:
+    """The two ASGI messages of a small text/plain response."""
+    raw = body.encode()
+    hdrs = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(raw)).encode())]
+    for k, v in headers or []:
+        hdrs.append((k.encode() if isinstance(k, str) else k, v.encode() if isinstance(v, str) else v))
+    return [
+        {"type": "http.response.start", "status": status, "headers": hdrs},
+        {"type": "http.response.body", "body": raw, "more_body": False},
+    ]
+
+
+async def send_plain(send: Send, status: int, body: str, headers: Optional[List[tuple]] = None) -> None:
+    for message in plain_response_messages(status, body, headers):
+        await send(message)
+
+
+class BufferedReceive:
+    """An ASGI receive() that yields one buffered body, then waits for disconnect."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._sent = False
+        self._disconnected = asyncio.Event()
+
+    async def __call__(self) -> Message:
+        if not self._sent:
+            self._sent = True
+            return {"type": "http.request", "body": self._body, "more_body": False}
+        await self._disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    def disconnect(self) -> None:
+        self._disconnected.set()
+
+
+class MessageQueue:
+    """Collects ASGI send() messages so a generator can hand them out in batches."""
+
+    def __init__(self) -> None:
+        self._messages: List[Message] = []
+        self._event = asyncio.Event()
+        self._closed = False
+
+    async def send(self, message: Message) -> None:
+        self._messages.append(message)
+        self._event.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._event.set()
+
+    async def get_batch(self) -> List[Message]:
+        """Every message queued so far (waits for at least one); [] once closed and drained."""
+        while not self._messages and not self._closed:
+            self._event.clear()
+            await self._event.wait()
+        batch, self._messages = self._messages, []
+        return batch

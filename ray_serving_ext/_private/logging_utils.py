@@ -1,0 +1,76 @@
+"""Per-component log files under the Ray session's log directory (`logs/serve/`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+SERVE_LOGGER_NAME = "ray_serving_ext"
+
+
+def serve_logs_dir() -> str:
+    """`<ray session>/logs/serve`, or a temp dir when no Ray node is known."""
+    try:
+        import ray
+
+        node = ray._private.worker._global_node
+        base = node.get_logs_dir_path() if node is not None else None
+    except Exception:
+        base = None
+    if not base:
+        import tempfile
+
+        base = os.path.join(tempfile.gettempdir(), "ray_serving_ext_logs")
+    path = os.path.join(base, "serve")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line, with the serve fields when a record carries them."""
+
+    FIELDS = ("component", "app", "deployment", "replica", "request_id", "route", "method", "status", "duration_ms")
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: Dict[str, Any] = {
+            "asctime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)),
+            "levelname": record.levelname,
+            "message": record.getMessage(),
+            "filename": record.filename,
+            "lineno": record.lineno,
+        }
+        for name in self.FIELDS:
+            if hasattr(record, name):
+                data[name] = getattr(record, name)
+        if record.exc_info:
+            data["exc_text"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def configure_component_logger(
+    component: str, component_id: str, *, encoding: str = "TEXT", level: Any = "INFO", logs_dir: Optional[str] = None
+) -> str:
+    """Send the package's logs in this process to `<logs_dir>/<component>_<id>.log`; returns the path."""
+    directory = logs_dir or serve_logs_dir()
+    os.makedirs(directory, exist_ok=True)
+    safe_id = component_id.replace("/", "_").replace("#", "_").replace(":", "_")
+    path = os.path.join(directory, f"{component}_{safe_id}.log")
+    logger = logging.getLogger(SERVE_LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_serve_component", False):
+            logger.removeHandler(handler)
+    handler = logging.FileHandler(path)
+    handler._serve_component = True  # type: ignore[attr-defined]
+    if str(encoding).upper() == "JSON":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(levelname)s %(asctime)s {component} {component_id} %(filename)s:%(lineno)d - %(message)s")
+        )
+    logger.addHandler(handler)
+    logger.setLevel(level if isinstance(level, int) else str(level).upper())
+    logger.propagate = False  # keep serve logs out of the driver's console
+    return path

@@ -1,0 +1,264 @@
+"""The HTTP proxy actor: one per node, uvicorn serving an ASGI router.
+
+Routes come from the controller by long poll; each request goes straight to a
+replica through the proxy's own Router (power of two choices on the requests
+this proxy has in flight), never through the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import ray
+
+from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
+from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, CONTROLLER_NAME, REQUEST_ID_HEADER, SERVE_NAMESPACE
+from ray_serving_ext._private.http_util import forwardable_scope, send_plain
+from ray_serving_ext._private.logging_utils import configure_component_logger
+from ray_serving_ext._private.long_poll import LongPollClient
+from ray_serving_ext._private.router import Router
+from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
+
+logger = logging.getLogger("ray_serving_ext.proxy")
+
+_RETRYABLE = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
+
+
+def _controller() -> Any:
+    return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+
+
+def match_route(routes: List[Tuple[str, str, str]], path: str) -> Optional[Tuple[str, str, str]]:
+    """Longest route prefix that `path` falls under ('/a' covers '/a' and '/a/x', not '/ab')."""
+    for prefix, app_name, deployment in routes:  # sorted longest first
+        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+            return prefix, app_name, deployment
+    return None
+
+
+class ProxyASGIApp:
+    """The ASGI app uvicorn runs: health, routes, and forwarding to replicas."""
+
+    def __init__(self, request_timeout_s: Optional[float], node_id: str) -> None:
+        self.request_timeout_s = request_timeout_s
+        self.node_id = node_id
+        self.routes: List[Tuple[str, str, str]] = []
+        self.routers: Dict[DeploymentID, Router] = {}
+        self.draining = False
+        self.num_requests = 0
+
+    def update_routes(self, routes: Dict[str, Dict[str, str]]) -> None:
+        entries = [(prefix, r["app_name"], r["deployment"]) for prefix, r in routes.items()]
+        self.routes = sorted(entries, key=lambda e: len(e[0]), reverse=True)
+        live = {DeploymentID(d, a) for _, a, d in entries}
+        for dep_id in list(self.routers):
+            if dep_id not in live:
+                self.routers.pop(dep_id).stop()
+
+    def _router(self, dep_id: DeploymentID) -> Router:
+        router = self.routers.get(dep_id)
+        if router is None:
+            router = Router(dep_id, asyncio.get_running_loop(), _controller)
+            self.routers[dep_id] = router
+        return router
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        path = scope["path"]
+        if path == "/-/healthz":
+            if self.draining:
+                await send_plain(send, 503, "This node is being drained.")
+            else:
+                await send_plain(send, 200, "success")
+            return
+        if path == "/-/routes":
+            body = json.dumps({prefix: app for prefix, app, _ in self.routes})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        await self._proxy_request(scope, receive, send)
+
+    async def _proxy_request(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        self.num_requests += 1
+        request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
+        rid_header = [(REQUEST_ID_HEADER, request_id)]
+        match = match_route(self.routes, scope["path"])
+        if match is None:
+            await send_plain(
+                send, 404,
+                f"Path '{scope['path']}' not found. Ping http://.../-/routes for available routes.",
+                rid_header,
+            )
+            return
+        prefix, app_name, deployment = match
+        body = await _read_body(receive)
+        meta = RequestMetadata(
+            request_id=request_id, app_name=app_name, route=prefix,
+            http_method=scope.get("method", ""), is_http_request=True,
+        )
+        router = self._router(DeploymentID(deployment, app_name))
+        fwd_scope = forwardable_scope(scope, prefix)
+        try:
+            if self.request_timeout_s:
+                await asyncio.wait_for(
+                    self._forward(router, meta, fwd_scope, body, send), self.request_timeout_s
+                )
+            else:
+                await self._forward(router, meta, fwd_scope, body, send)
+        except asyncio.TimeoutError:
+            await send_plain(
+                send, 408,
+                f"Request {request_id} timed out after {self.request_timeout_s}s.", rid_header,
+            )
+        except BackPressureError as exc:
+            await send_plain(send, 503, exc.message,
+                             rid_header + [("retry-after", str(BACKPRESSURE_RETRY_AFTER_S))])
+        except DeploymentUnavailableError as exc:
+            await send_plain(send, 503, str(exc), rid_header)
+        except _ResponseStarted:
+            pass  # the replica died mid-response; the connection is closed unfinished
+
+    async def _forward(self, router: Router, meta: RequestMetadata, scope: Dict[str, Any], body: bytes, send: Any) -> None:
+        gen, replica_id = await router.assign_request(meta, (scope, body), {}, method="handle_http")
+        started = False
+        try:
+            async for ref in gen:
+                messages = await ref
+                for message in messages:
+                    if message["type"] == "http.response.start":
+                        message = _with_request_id(message, meta.request_id)
+                        started = True
+                    await send(message)
+        except _RETRYABLE as exc:
+            router.mark_dead(replica_id)
+            if started:
+                raise _ResponseStarted() from exc
+            await send_plain(send, 502, f"Replica died while handling request {meta.request_id}.",
+                             [(REQUEST_ID_HEADER, meta.request_id)])
+        except asyncio.CancelledError:
+            try:
+                ray.cancel(gen)
+            except Exception:
+                pass
+            raise
+
+
+class _ResponseStarted(Exception):
+    pass
+
+
+def _header(scope: Dict[str, Any], name: str) -> Optional[str]:
+    key = name.encode()
+    for k, v in scope.get("headers", []):
+        if k.lower() == key:
+            return v.decode("latin-1")
+    return None
+
+
+def _with_request_id(message: Dict[str, Any], request_id: str) -> Dict[str, Any]:
+    headers = list(message.get("headers", []))
+    if not any(k.lower() == REQUEST_ID_HEADER.encode() for k, _ in headers):
+        headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+    return {**message, "headers": headers}
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class ProxyActor:
+    """Actor wrapper: starts uvicorn on its node and follows the controller's routes."""
+
+    def __init__(self, node_id: str, http_options: Dict[str, Any]) -> None:
+        self._node_id = node_id
+        self._http_options = http_options
+        self._app = ProxyASGIApp(http_options.get("request_timeout_s"), node_id)
+        self._server: Any = None
+        self._serve_task: Optional[asyncio.Task] = None
+        self._long_poll: Optional[LongPollClient] = None
+        self._started_at = time.time()
+        configure_component_logger("proxy", node_id[:16])
+        # Start serving right away, so a proxy restarted by Ray serves again
+        # without waiting for the controller to notice.
+        try:
+            asyncio.get_event_loop().create_task(self._start())
+        except RuntimeError:
+            pass  # no loop here: ready() starts it
+
+    async def ready(self) -> Dict[str, Any]:
+        """Start serving (once); returns where. Raises if the port cannot be bound."""
+        if self._serve_task is None:
+            await self._start()
+        while self._server is None:
+            await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if self._serve_task.done():
+                exc = self._serve_task.exception()
+                raise RuntimeError(
+                    f"HTTP proxy failed to start on {self._http_options.get('host')}:{self._http_options.get('port')}: "
+                    f"{exc or 'the server exited (is the port in use?)'}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError("HTTP proxy did not start within 30s.")
+            await asyncio.sleep(0.02)
+        return {"node_id": self._node_id, "pid": os.getpid(), "port": self._http_options.get("port")}
+
+    async def _start(self) -> None:
+        import uvicorn
+
+        if self._serve_task is not None:
+            return
+
+        loop = asyncio.get_running_loop()
+        self._long_poll = LongPollClient(_controller, {"routes": self._app.update_routes}, loop)
+        config = uvicorn.Config(
+            self._app,
+            host=self._http_options.get("host") or "127.0.0.1",
+            port=int(self._http_options.get("port", 8000)),
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            http="httptools",
+            timeout_keep_alive=int(self._http_options.get("keep_alive_timeout_s") or 5),
+        )
+        self._server = uvicorn.Server(config)
+        self._serve_task = loop.create_task(self._server.serve())
+
+    async def check_health(self) -> None:
+        await self.ready()
+        if self._serve_task is not None and self._serve_task.done():
+            raise RuntimeError("The HTTP server has stopped.")
+
+    async def get_num_requests(self) -> int:
+        return self._app.num_requests
+
+    async def prepare_for_shutdown(self) -> None:
+        self._app.draining = True
+        if self._long_poll is not None:
+            self._long_poll.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._serve_task is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._serve_task), 10)
+                except Exception:
+                    pass

@@ -1,0 +1,143 @@
+"""Keeps one HTTP proxy actor per node (or on the head node only), healthy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX, SERVE_NAMESPACE
+from ray_serving_ext._private.replica_record import PendingCall, call_result, ref_ready
+from ray_serving_ext.schema import ProxyStatus
+
+logger = logging.getLogger("ray_serving_ext.controller")
+
+_remote_cls: Any = None
+
+
+def _proxy_remote_class() -> Any:
+    global _remote_cls
+    if _remote_cls is None:
+        from ray_serving_ext._private.proxy import ProxyActor
+
+        _remote_cls = ray.remote(ProxyActor)
+    return _remote_cls
+
+
+def head_node_id() -> Optional[str]:
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return node["NodeID"]
+    return None
+
+
+class ProxyRecord:
+    def __init__(self, node_id: str, actor: Any) -> None:
+        self.node_id = node_id
+        self.actor = actor
+        self.status = ProxyStatus.STARTING
+        self.ready_ref: Any = PendingCall(actor.ready.remote())
+        self.health_ref: Any = None
+        self.health_sent = 0.0
+        self.last_check = time.time()
+        self.error = ""
+
+
+class ProxyStateManager:
+    """Creates, health-checks and removes proxies as nodes come and go."""
+
+    def __init__(self, http_options: Dict[str, Any], proxy_location: str) -> None:
+        self.http_options = http_options
+        self.proxy_location = proxy_location
+        self.proxies: Dict[str, ProxyRecord] = {}
+        self._last_nodes_check = 0.0
+
+    def _target_nodes(self) -> List[str]:
+        if self.proxy_location == "Disabled":
+            return []
+        if self.proxy_location == "HeadOnly":
+            head = head_node_id()
+            return [head] if head else []
+        return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+
+    def _create(self, node_id: str) -> None:
+        actor = _proxy_remote_class().options(
+            name=PROXY_NAME_PREFIX + node_id,
+            namespace=SERVE_NAMESPACE,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0,
+            max_concurrency=100_000,
+            get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(node_id, self.http_options)
+        self.proxies[node_id] = ProxyRecord(node_id, actor)
+
+    def update(self) -> None:
+        now = time.time()
+        if now - self._last_nodes_check > 1.0:
+            self._last_nodes_check = now
+            target = set(self._target_nodes())
+            for node_id in target - set(self.proxies):
+                self._create(node_id)
+            for node_id in set(self.proxies) - target:
+                self.proxies.pop(node_id)  # its node is gone; the actor went with it
+        for rec in self.proxies.values():
+            self._poll(rec, now)
+
+    def _poll(self, rec: ProxyRecord, now: float) -> None:
+        if rec.ready_ref is not None:
+            if ref_ready(rec.ready_ref):
+                ref, rec.ready_ref = rec.ready_ref, None
+                try:
+                    call_result(ref)
+                    rec.status = ProxyStatus.HEALTHY
+                except Exception as exc:
+                    rec.status = ProxyStatus.UNHEALTHY
+                    rec.error = str(exc)
+                    logger.error("Proxy on node %s failed to start: %s", rec.node_id, exc)
+                rec.last_check = now
+            return
+        if rec.health_ref is None:
+            if now - rec.last_check >= PROXY_HEALTH_CHECK_PERIOD_S:
+                rec.health_ref = PendingCall(rec.actor.check_health.remote())
+                rec.health_sent = now
+            return
+        if ref_ready(rec.health_ref):
+            ref, rec.health_ref = rec.health_ref, None
+            rec.last_check = now
+            try:
+                call_result(ref)
+                rec.status = ProxyStatus.HEALTHY
+            except Exception as exc:
+                rec.status = ProxyStatus.UNHEALTHY
+                rec.error = str(exc)
+                # A restarted proxy actor must serve again: ask it to start.
+                rec.ready_ref = PendingCall(rec.actor.ready.remote())
+        elif now - rec.health_sent > 10 * PROXY_HEALTH_CHECK_PERIOD_S:
+            rec.health_ref = None
+            rec.status = ProxyStatus.UNHEALTHY
+
+    def status_dict(self) -> Dict[str, str]:
+        return {node_id: rec.status.value for node_id, rec in self.proxies.items()}
+
+    def shutdown(self) -> List[Any]:
+        refs = []
+        for rec in self.proxies.values():
+            try:
+                refs.append(rec.actor.prepare_for_shutdown.remote())
+            except Exception:
+                pass
+        return refs
+
+    def kill_all(self) -> None:
+        for rec in self.proxies.values():
+            try:
+                ray.kill(rec.actor, no_restart=True)
+            except Exception:
+                pass
+        self.proxies.clear()

@@ -1,0 +1,193 @@
+"""The controller's record of one replica actor, and the calls it makes on it.
+
+This is the only place the controller talks to replica actors. Every call is
+non-blocking: it stores an ObjectRef and later steps poll it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, Optional
+
+import ray
+
+from ray_serving_ext._private.common import DeploymentID, replica_actor_name
+from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS, SERVE_NAMESPACE
+from ray_serving_ext.schema import ReplicaState
+
+logger = logging.getLogger("ray_serving_ext.controller")
+
+_remote_cls: Any = None
+
+
+def _replica_remote_class() -> Any:
+    global _remote_cls
+    if _remote_cls is None:
+        from ray_serving_ext._private.replica import ReplicaActor
+
+        _remote_cls = ray.remote(ReplicaActor)
+    return _remote_cls
+
+
+class PendingCall:
+    """An actor call in flight, polled without blocking the controller's event loop."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+        self._future = ref.future()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> Any:
+        return self._future.result()
+
+
+def ref_ready(call: Any) -> bool:
+    if isinstance(call, PendingCall):
+        return call.done()
+    ready, _ = ray.wait([call], timeout=0, fetch_local=False)
+    return bool(ready)
+
+
+def call_result(call: Any) -> Any:
+    return call.result() if isinstance(call, PendingCall) else ray.get(call)
+
+
+def actor_options(ray_actor_options: Dict[str, Any], max_ongoing_requests: int) -> Dict[str, Any]:
+    """Ray actor options for a replica: the user's resources plus Serve's fixed ones."""
+    opts: Dict[str, Any] = {}
+    for key in ("num_cpus", "num_gpus", "memory", "object_store_memory", "resources", "accelerator_type", "runtime_env", "label_selector"):
+        if ray_actor_options.get(key) not in (None, {}, ""):
+            opts[key] = ray_actor_options[key]
+    opts.setdefault("num_cpus", DEFAULT_REPLICA_NUM_CPUS)
+    opts["max_concurrency"] = max(1000, 2 * max_ongoing_requests + 100)
+    return opts
+
+
+class ReplicaRecord:
+    """A replica as the controller tracks it through STARTING → RUNNING → STOPPING."""
+
+    def __init__(self, deployment_id: DeploymentID, replica_id: str, version_key: str, config: Dict[str, Any]) -> None:
+        self.deployment_id = deployment_id
+        self.replica_id = replica_id
+        self.actor_name = replica_actor_name(deployment_id, replica_id)
+        self.version_key = version_key
+        self.config = config
+        self.state = ReplicaState.STARTING
+        self.actor: Any = None
+        self.pending_ref: Any = None  # initialize / recover / reconfigure call in flight
+        self.start_time = time.time()
+        self.pid: Optional[int] = None
+        self.node_id: str = ""
+        self.health_ref: Any = None
+        self.health_sent_at = 0.0
+        self.last_health_check = time.time()
+        self.health_failures = 0
+        self.last_health_error = ""
+        self.stop_ref: Any = None
+        self.stop_deadline = 0.0
+
+    # ---- starting ------------------------------------------------------------------
+    def start(self, spec: Any, config: Dict[str, Any], ray_actor_options: Dict[str, Any]) -> None:
+        opts = actor_options(ray_actor_options, config["max_ongoing_requests"])
+        self.actor = _replica_remote_class().options(
+            name=self.actor_name,
+            namespace=SERVE_NAMESPACE,
+            lifetime="detached",
+            max_restarts=0,
+            **opts,
+        ).remote(
+            self.replica_id,
+            self.deployment_id.app_name,
+            self.deployment_id.name,
+            spec.serialized_def,
+            spec.serialized_init_args,
+            config,
+            self.version_key,
+        )
+        self.pending_ref = PendingCall(self.actor.initialize_and_get_metadata.remote())
+        self.start_time = time.time()
+
+    def recover(self, actor: Any) -> None:
+        """Adopt a live replica found after a controller restart."""
+        self.actor = actor
+        self.state = ReplicaState.RECOVERING
+        self.pending_ref = PendingCall(actor.get_metadata.remote())
+        self.start_time = time.time()
+
+    def poll_pending(self) -> Optional[Dict[str, Any]]:
+        """None while the pending call runs; its result when done; raises what it raised."""
+        if self.pending_ref is None or not ref_ready(self.pending_ref):
+            return None
+        ref, self.pending_ref = self.pending_ref, None
+        meta = call_result(ref)
+        self.pid = meta.get("pid")
+        self.node_id = meta.get("node_id", "")
+        return meta
+
+    def reconfigure(self, config: Dict[str, Any]) -> None:
+        self.config = config
+        self.state = ReplicaState.UPDATING
+        self.pending_ref = PendingCall(self.actor.reconfigure.remote(config))
+
+    # ---- health ----------------------------------------------------------------------
+    def poll_health(self, period_s: float, timeout_s: float) -> Optional[bool]:
+        """Drive the periodic health check: True/False when one finished, None otherwise."""
+        now = time.time()
+        if self.health_ref is None:
+            if now - self.last_health_check >= period_s:
+                self.health_ref = PendingCall(self.actor.check_health.remote())
+                self.health_sent_at = now
+            return None
+        if ref_ready(self.health_ref):
+            ref, self.health_ref = self.health_ref, None
+            self.last_health_check = now
+            try:
+                call_result(ref)
+                self.health_failures = 0
+                return True
+            except ray.exceptions.RayActorError as exc:
+                self.health_failures = 1 << 20  # dead: no point in retrying
+                self.last_health_error = f"replica actor died: {exc}"
+                return False
+            except Exception as exc:
+                self.health_failures += 1
+                self.last_health_error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+                return False
+        if now - self.health_sent_at > timeout_s:
+            self.health_ref = None
+            self.last_health_check = now
+            self.health_failures += 1
+            self.last_health_error = f"health check timed out after {timeout_s}s"
+            return False
+        return None
+
+    # ---- stopping --------------------------------------------------------------------
+    def stop(self, graceful: bool, timeout_s: float) -> None:
+        if self.state == ReplicaState.STOPPING:
+            return
+        self.state = ReplicaState.STOPPING
+        self.pending_ref = None
+        self.health_ref = None
+        self.stop_deadline = time.time() + (timeout_s + 5.0 if graceful else 0.0)
+        if graceful and self.actor is not None:
+            try:
+                self.stop_ref = PendingCall(self.actor.prepare_for_shutdown.remote())
+            except Exception:
+                self.stop_ref = None
+
+    def poll_stopped(self) -> bool:
+        """Kill the actor once it has drained (or the deadline passed); True when gone."""
+        if self.stop_ref is not None and not ref_ready(self.stop_ref) and time.time() < self.stop_deadline:
+            return False
+        self.kill()
+        return True
+
+    def kill(self) -> None:
+        if self.actor is not None:
+            try:
+                ray.kill(self.actor, no_restart=True)
+            except Exception:
+                pass

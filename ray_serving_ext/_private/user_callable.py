@@ -1,0 +1,152 @@
+"""Runs the user's deployment code inside a replica: constructor, methods, hooks.
+
+Async user code runs on the replica's event loop; sync code runs in a thread
+pool so a slow or blocking method never stalls health checks or other
+requests. The request context (request id) follows the call into threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
+
+from ray import cloudpickle
+
+from ray_serving_ext._private.build import HandleMarker
+from ray_serving_ext._private.ingress import bind_class_routes
+
+
+def _replace_markers(value: Any) -> Any:
+    from ray_serving_ext.handle import DeploymentHandle
+
+    if isinstance(value, HandleMarker):
+        return DeploymentHandle(value.deployment_name, value.app_name)
+    if isinstance(value, list):
+        return [_replace_markers(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_replace_markers(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _replace_markers(v) for k, v in value.items()}
+    return value
+
+
+class UserCallable:
+    """The user's function or class instance, and how to call into it."""
+
+    def __init__(self, serialized_def: bytes, serialized_init_args: bytes, max_threads: int) -> None:
+        self._def = cloudpickle.loads(serialized_def)
+        args, kwargs = cloudpickle.loads(serialized_init_args)
+        self._init_args = _replace_markers(args)
+        self._init_kwargs = _replace_markers(kwargs)
+        self.is_function = inspect.isfunction(self._def)
+        self.instance: Any = None
+        self.asgi_app: Any = getattr(self._def, "_serve_asgi_app", None)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_threads), thread_name_prefix="serve-user")
+        self._control_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="serve-control")
+        self._lifespan: Any = None
+        self._destroyed = False
+
+    async def _run_sync(self, fn: Callable, *args: Any, control: bool = False, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        pool = self._control_pool if control else self._pool
+        return await loop.run_in_executor(pool, lambda: ctx.run(fn, *args, **kwargs))
+
+    async def call_maybe_async(self, fn: Callable, *args: Any, control: bool = False, **kwargs: Any) -> Any:
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+            return await fn(*args, **kwargs)
+        result = await self._run_sync(fn, *args, control=control, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def initialize(self, user_config: Any) -> None:
+        """Run the constructor (for classes) and the first reconfigure()."""
+        if not self.is_function:
+            cls = self._def
+            if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                self.instance = cls.__new__(cls)
+                await cls.__init__(self.instance, *self._init_args, **self._init_kwargs)
+            else:
+                self.instance = await self._run_sync(cls, *self._init_args, control=True, **self._init_kwargs)
+            if self.asgi_app is not None:
+                bind_class_routes(self.asgi_app, cls, self.instance)
+                await self._start_lifespan()
+        if user_config is not None:
+            await self.reconfigure(user_config)
+
+    async def _start_lifespan(self) -> None:
+        router = getattr(self.asgi_app, "router", None)
+        lifespan_context = getattr(router, "lifespan_context", None)
+        if lifespan_context is None:
+            return
+        self._lifespan = lifespan_context(self.asgi_app)
+        await self._lifespan.__aenter__()
+
+    async def reconfigure(self, user_config: Any) -> None:
+        fn = getattr(self.instance, "reconfigure", None) if self.instance is not None else None
+        if fn is None:
+            if user_config is not None and not self.is_function:
+                raise ValueError("user_config was given but the deployment class has no reconfigure() method.")
+            return
+        await self.call_maybe_async(fn, user_config, control=True)
+
+    async def check_health(self) -> None:
+        fn = getattr(self.instance, "check_health", None) if self.instance is not None else None
+        if fn is not None:
+            await self.call_maybe_async(fn, control=True)
+
+    def get_method(self, name: str) -> Callable:
+        if self.is_function:
+            if name not in ("__call__", ""):
+                raise AttributeError(f"Function deployments have no method '{name}'.")
+            return self._def
+        method = getattr(self.instance, name or "__call__", None)
+        if method is None or not callable(method):
+            raise AttributeError(
+                f"Deployment '{type(self.instance).__name__}' has no method '{name}'."
+            )
+        return method
+
+    async def call(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        fn = self.get_method(method)
+        result = await self.call_maybe_async(fn, *args, **kwargs)
+        return result
+
+    async def call_streaming(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> AsyncIterator[Any]:
+        fn = self.get_method(method)
+        if inspect.isasyncgenfunction(fn):
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        result = await self.call_maybe_async(fn, *args, **kwargs)
+        if hasattr(result, "__aiter__"):
+            async for item in result:
+                yield item
+        elif inspect.isgenerator(result) or hasattr(result, "__next__"):
+            sentinel = object()
+            while True:
+                item = await self._run_sync(next, result, sentinel)
+                if item is sentinel:
+                    break
+                yield item
+        else:
+            raise TypeError(
+                f"Method '{method}' returned a {type(result).__name__}, not a generator; "
+                "handles with stream=True need a generator method."
+            )
+
+    async def shutdown(self) -> None:
+        """Run the user's __del__ and the ASGI lifespan shutdown, once."""
+        if self._lifespan is not None:
+            try:
+                await self._lifespan.__aexit__(None, None, None)
+            finally:
+                self._lifespan = None
+        if self.instance is not None and hasattr(type(self.instance), "__del__") and not self._destroyed:
+            self._destroyed = True  # the process is killed next; never run __del__ twice
+            await self.call_maybe_async(type(self.instance).__del__, self.instance, control=True)
+        self._pool.shutdown(wait=False)

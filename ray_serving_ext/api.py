@@ -1,0 +1,266 @@
+"""The public API: start, run, delete, shutdown, status, handles, ingress.
+
+Thin by design: each call validates its input, then asks the controller
+through `_private/client.py`. The same names, arguments and defaults as
+`ray.serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Optional, Union
+
+import ray
+
+from ray_serving_ext._private.build import build_app
+from ray_serving_ext._private.client import ServeControllerClient, create_controller, find_controller
+from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
+from ray_serving_ext._private.router import get_router_registry
+from ray_serving_ext.config import HTTPOptions, ProxyLocation, validate_route_prefix
+from ray_serving_ext.context import _get_replica_context_or_none
+from ray_serving_ext.deployment import Application
+from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.handle import DeploymentHandle
+from ray_serving_ext.schema import ServeStatus
+
+logger = logging.getLogger("ray_serving_ext")
+
+_client: Optional[ServeControllerClient] = None
+_client_lock = threading.RLock()
+
+
+class _DefaultRoutePrefix:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+_DEFAULT: Any = _DefaultRoutePrefix()
+
+
+def _ensure_ray() -> None:
+    if not ray.is_initialized():
+        ray.init(namespace=SERVE_NAMESPACE)
+
+
+def _http_options_dict(http_options: Union[None, Dict[str, Any], HTTPOptions]) -> Dict[str, Any]:
+    if http_options is None:
+        options = HTTPOptions()
+    elif isinstance(http_options, HTTPOptions):
+        options = http_options
+    elif isinstance(http_options, dict):
+        options = HTTPOptions(**http_options)
+    else:
+        raise TypeError(f"http_options must be a dict or HTTPOptions, got {type(http_options).__name__}.")
+    data = options.model_dump()
+    data.pop("middlewares", None)
+    if data.get("location") is not None:
+        data["location"] = getattr(data["location"], "value", data["location"])
+    return data
+
+
+def _proxy_location(proxy_location: Any, http: Dict[str, Any]) -> str:
+    if proxy_location is None:
+        legacy = http.get("location")
+        mapping = {"NoServer": "Disabled", "HeadOnly": "HeadOnly", "EveryNode": "EveryNode"}
+        return mapping.get(str(legacy), "EveryNode") if legacy else "EveryNode"
+    return ProxyLocation(getattr(proxy_location, "value", proxy_location)).value
+
+
+def _connected_client() -> Optional[ServeControllerClient]:
+    """The client of this process, reconnecting to a running instance when there is one."""
+    global _client
+    with _client_lock:
+        if _client is not None:
+            if find_controller() is not None:
+                return _client
+            _client = None
+        if not ray.is_initialized():
+            return None
+        controller = find_controller()
+        if controller is None:
+            return None
+        _client = ServeControllerClient(controller)
+        return _client
+
+
+def _get_client() -> ServeControllerClient:
+    _ensure_ray()
+    client = _connected_client()
+    if client is None:
+        raise RayServeException("There is no Serve instance running on this Ray cluster. Call serve.start() first.")
+    return client
+
+
+def start(
+    proxy_location: Union[None, str, ProxyLocation] = None,
+    http_options: Union[None, Dict[str, Any], HTTPOptions] = None,
+    grpc_options: Any = None,
+    logging_config: Any = None,
+    detached: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Start Serve on the Ray cluster, or connect to the instance already running.
+
+    With `detached=True` the instance outlives this driver; otherwise it goes
+    away when the driver that started it exits. Starts a local Ray when none
+    is connected. Proxies listen on `http_options` (default 127.0.0.1:8000).
+    """
+    global _client
+    _ensure_ray()
+    checkpoint = kwargs.pop("_checkpoint", None)
+    if kwargs:
+        raise TypeError(f"Unexpected arguments to serve.start: {sorted(kwargs)}")
+    with _client_lock:
+        existing = _connected_client()
+        if existing is not None:
+            logger.info("Connecting to the existing Serve instance in namespace '%s'.", SERVE_NAMESPACE)
+            return
+        http = _http_options_dict(http_options)
+        location = _proxy_location(proxy_location, http)
+        controller = create_controller(http, location, detached, checkpoint)
+        _client = ServeControllerClient(controller)
+        _wait_for_proxies(_client, timeout_s=60)
+
+
+def _wait_for_proxies(client: ServeControllerClient, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        proxies = client.get_serve_status().proxies
+        if proxies and all(str(s) in ("HEALTHY", "UNHEALTHY") for s in proxies.values()):
+            return
+        if proxies == {} and time.monotonic() > deadline - timeout_s + 2:
+            details = ray.get(client.controller.get_proxy_details.remote())
+            if not details:
+                return  # proxies disabled
+        time.sleep(0.05)
+
+
+def run(
+    target: Application,
+    blocking: bool = False,
+    name: str = DEFAULT_APP_NAME,
+    route_prefix: Optional[str] = _DEFAULT,
+    logging_config: Any = None,
+    _local_testing_mode: bool = False,
+    **kwargs: Any,
+) -> DeploymentHandle:
+    """Deploy an application and return a handle to its ingress once it is RUNNING.
+
+    Redeploying under the same name updates it: option-only changes in place,
+    code or argument changes by a rolling update. Raises RuntimeError with the
+    reason if the application fails to deploy.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("Application name must be a non-empty string.")
+    if route_prefix is _DEFAULT:
+        route_prefix = getattr(target, "deployment", None) and target.deployment.route_prefix or "/"
+    validate_route_prefix(route_prefix)
+    _ensure_ray()
+    if _connected_client() is None:
+        start()
+    client = _get_client()
+    built = build_app(target, name, route_prefix)
+    _apply_job_runtime_env(built)
+    client.deploy_application(built, None)
+    client.wait_for_application_running(name)
+    handle = DeploymentHandle(built.ingress, name)
+    if blocking:
+        _block_until_interrupted()
+    return handle
+
+
+def _apply_job_runtime_env(built: Any) -> None:
+    """Replicas run with the driver's runtime_env unless a deployment sets its own (as Ray Serve)."""
+    try:
+        job_env = dict(ray.get_runtime_context().runtime_env or {})
+    except Exception:
+        job_env = {}
+    if not job_env:
+        return
+    for spec in built.deployments:
+        opts = spec.config.setdefault("ray_actor_options", {})
+        if not opts.get("runtime_env"):
+            opts["runtime_env"] = job_env
+
+
+def _block_until_interrupted() -> None:
+    try:
+        while True:
+            time.sleep(10)
+    except KeyboardInterrupt:
+        logger.info("Got KeyboardInterrupt, shutting down...")
+        shutdown()
+
+
+def delete(name: str, _blocking: bool = True) -> None:
+    """Delete an application: its replicas drain and stop. No error if it does not exist."""
+    _get_client().delete_apps([name], blocking=_blocking)
+
+
+def shutdown() -> None:
+    """Tear down the Serve instance: every application, proxy and the controller."""
+    global _client
+    with _client_lock:
+        if not ray.is_initialized():
+            _client = None
+            return
+        client = _connected_client()
+        if client is None:
+            logger.info("Nothing to shut down. There's no Serve application running on this Ray cluster.")
+            return
+        client.shutdown()
+        _client = None
+        get_router_registry().clear()
+
+
+def status() -> ServeStatus:
+    """Applications, their deployments and replica counts by state, and proxies."""
+    client = _connected_client() if ray.is_initialized() else None
+    if client is None:
+        return ServeStatus()
+    return client.get_serve_status()
+
+
+def get_app_handle(name: str) -> DeploymentHandle:
+    """A handle to the ingress deployment of application `name`."""
+    ingress = _get_client().get_app_ingress(name)
+    if ingress is None:
+        raise RayServeException(f"Application '{name}' does not exist.")
+    return DeploymentHandle(ingress, name)
+
+
+def get_deployment_handle(deployment_name: str, app_name: Optional[str] = None) -> DeploymentHandle:
+    """A handle to a deployment; app_name defaults to the caller's application."""
+    client = _get_client()
+    if app_name is None:
+        ctx = _get_replica_context_or_none()
+        if ctx is not None:
+            app_name = ctx.app_name
+        else:
+            names = client.list_app_names()
+            app_name = names[0] if len(names) == 1 else DEFAULT_APP_NAME
+    details = client.get_replica_details(app_name)
+    if deployment_name not in details:
+        raise RayServeException(f"Deployment '{deployment_name}' in application '{app_name}' does not exist.")
+    return DeploymentHandle(deployment_name, app_name)
+
+
+def ingress(app: Any) -> Callable[[type], type]:
+    """Serve a FastAPI (or any ASGI) app from a deployment class.
+
+    Routes declared on the class's methods get `self`, the replica's instance.
+    """
+    if not callable(app):
+        raise TypeError("serve.ingress expects an ASGI app, such as a FastAPI() instance.")
+
+    def decorator(cls: type) -> type:
+        if not isinstance(cls, type):
+            raise TypeError("@serve.ingress must decorate a class.")
+        if hasattr(cls, "__call__") and "__call__" in cls.__dict__:
+            raise ValueError("A class with @serve.ingress cannot define __call__; the ASGI app handles HTTP.")
+        cls._serve_asgi_app = app
+        return cls
+
+    return decorator

@@ -1,0 +1,75 @@
+"""Per-process context: the replica a piece of user code runs in, and the current request."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ray_serving_ext.exceptions import RayServeException
+
+
+@dataclass
+class ReplicaContext:
+    """What `serve.get_replica_context()` returns inside a replica."""
+
+    app_name: str
+    deployment: str
+    replica_tag: str
+    replica_id: str
+    servable_object: Any = None
+
+    @property
+    def request_id(self) -> Optional[str]:
+        """The id of the request the calling code is handling, if any."""
+        ctx = _get_request_context()
+        return ctx.request_id if ctx else None
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    app_name: str = ""
+    route: str = ""
+    multiplexed_model_id: str = ""
+
+
+_replica_context: Optional[ReplicaContext] = None
+_request_context: contextvars.ContextVar[Optional[RequestContext]] = contextvars.ContextVar(
+    "serve_request_context", default=None
+)
+
+
+def _set_replica_context(ctx: Optional[ReplicaContext]) -> None:
+    global _replica_context
+    _replica_context = ctx
+
+
+def _get_replica_context_or_none() -> Optional[ReplicaContext]:
+    return _replica_context
+
+
+def get_replica_context() -> ReplicaContext:
+    """The context of the replica this code runs in.
+
+    Raises RayServeException outside a replica, as Ray Serve does.
+    """
+    if _replica_context is None:
+        raise RayServeException(
+            "`serve.get_replica_context()` may only be called from within a Ray Serve deployment."
+        )
+    return _replica_context
+
+
+def _get_request_context() -> Optional[RequestContext]:
+    return _request_context.get()
+
+
+def _set_request_context(ctx: Optional[RequestContext]) -> contextvars.Token:
+    return _request_context.set(ctx)
+
+
+def get_multiplexed_model_id() -> str:
+    """The multiplexed model id of the current request ('' when none)."""
+    ctx = _get_request_context()
+    return ctx.multiplexed_model_id if ctx else ""
