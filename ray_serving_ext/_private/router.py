@@ -167,9 +167,11 @@ class Router:
         replica = await self._acquire()
         rid = replica.replica_id
         self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
+        if metadata.is_streaming and method == "handle_request":
+            method = "handle_request_streaming"
         try:
             actor_method = getattr(replica.actor_handle, method)
-            if metadata.is_streaming or method == "handle_http":
+            if method in ("handle_request_streaming", "handle_http"):
                 result = actor_method.options(num_returns="streaming").remote(metadata, *args, **kwargs)
                 done_ref = result.completed()
             else:
