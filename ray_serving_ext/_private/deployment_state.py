@@ -173,6 +173,12 @@ class DeploymentState:
 
     def _poll_health(self) -> None:
         period, timeout = self.config.health_check_period_s, self.config.health_check_timeout_s
+        for rec in self._records(ReplicaState.RUNNING, ReplicaState.UPDATING):
+            died = rec.poll_liveness()
+            if died:
+                self.last_error = f"Replica {rec.replica_id} died: {died}"
+                logger.warning("%s; replacing it.", self.last_error)
+                rec.stop(graceful=False, timeout_s=0)
         for rec in self._records(ReplicaState.RUNNING):
             ok = rec.poll_health(period, timeout)
             if ok is False and rec.health_failures >= HEALTH_CHECK_FAILURE_THRESHOLD:
@@ -270,12 +276,13 @@ class DeploymentState:
                 self.trigger = DeploymentStatusTrigger.AUTOSCALING
             elif self.status not in (DeploymentStatus.UNHEALTHY, DeploymentStatus.UPSCALING, DeploymentStatus.DOWNSCALING):
                 self.status = DeploymentStatus.UPDATING
-            self.message = self._pending_message()
+            pending = self._pending_message()
+            self.message = pending or (self.message if self.status == DeploymentStatus.UNHEALTHY else "")
 
     def _pending_message(self) -> str:
         starting = self._records(ReplicaState.STARTING)
         if not starting:
-            return self.message if self.status == DeploymentStatus.UNHEALTHY else ""
+            return ""
         req = required_resources(self.config.ray_actor_options)
         if not _fits_some_node(req):
             return (

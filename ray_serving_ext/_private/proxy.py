@@ -107,44 +107,67 @@ class ProxyASGIApp:
             http_method=scope.get("method", ""), is_http_request=True,
         )
         router = self._router(DeploymentID(deployment, app_name))
-        fwd_scope = forwardable_scope(scope, prefix)
+        state = _RequestState(meta, forwardable_scope(scope, prefix), body)
+        forward = asyncio.ensure_future(self._forward_with_retry(router, state, send))
+        disconnect = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
-            if self.request_timeout_s:
-                await asyncio.wait_for(
-                    self._forward(router, meta, fwd_scope, body, send), self.request_timeout_s
-                )
-            else:
-                await self._forward(router, meta, fwd_scope, body, send)
-        except asyncio.TimeoutError:
-            await send_plain(
-                send, 408,
-                f"Request {request_id} timed out after {self.request_timeout_s}s.", rid_header,
+            done, _ = await asyncio.wait(
+                {forward, disconnect}, timeout=self.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
+            if forward in done:
+                await self._finish(forward, state, send, rid_header)
+            elif disconnect in done:
+                forward.cancel()
+                logger.info("Client disconnected; request %s cancelled.", request_id)
+            else:
+                forward.cancel()
+                if not state.started:
+                    await send_plain(
+                        send, 408, f"Request {request_id} timed out after {self.request_timeout_s}s.", rid_header
+                    )
+        finally:
+            disconnect.cancel()
+            if not forward.done():
+                forward.cancel()
+
+    async def _finish(self, forward: asyncio.Future, state: "_RequestState", send: Any, rid_header: list) -> None:
+        try:
+            forward.result()
         except BackPressureError as exc:
-            await send_plain(send, 503, exc.message,
-                             rid_header + [("retry-after", str(BACKPRESSURE_RETRY_AFTER_S))])
+            await send_plain(send, 503, exc.message, rid_header + [("retry-after", str(BACKPRESSURE_RETRY_AFTER_S))])
         except DeploymentUnavailableError as exc:
             await send_plain(send, 503, str(exc), rid_header)
-        except _ResponseStarted:
-            pass  # the replica died mid-response; the connection is closed unfinished
+        except _ReplicaDied as exc:
+            if not state.started:
+                await send_plain(send, 502, f"Replica died while handling request {state.meta.request_id}: {exc}",
+                                 rid_header)
 
-    async def _forward(self, router: Router, meta: RequestMetadata, scope: Dict[str, Any], body: bytes, send: Any) -> None:
-        gen, replica_id = await router.assign_request(meta, (scope, body), {}, method="handle_http")
-        started = False
+    async def _forward_with_retry(self, router: Router, state: "_RequestState", send: Any) -> None:
+        """Send to a replica; if it dies before answering, idempotent requests go to another one."""
+        attempts = 3 if state.scope.get("method", "GET") in _IDEMPOTENT else 1
+        for attempt in range(attempts):
+            try:
+                await self._forward(router, state, send)
+                return
+            except _ReplicaDied:
+                if state.started or attempt == attempts - 1:
+                    raise
+                logger.warning("Replica died before answering request %s; retrying.", state.meta.request_id)
+
+    async def _forward(self, router: Router, state: "_RequestState", send: Any) -> None:
+        gen, replica_id = await router.assign_request(state.meta, (state.scope, state.body), {}, method="handle_http")
         try:
             async for ref in gen:
                 messages = await ref
                 for message in messages:
                     if message["type"] == "http.response.start":
-                        message = _with_request_id(message, meta.request_id)
-                        started = True
+                        message = _with_request_id(message, state.meta.request_id)
+                        state.started = True
                     await send(message)
         except _RETRYABLE as exc:
             router.mark_dead(replica_id)
-            if started:
-                raise _ResponseStarted() from exc
-            await send_plain(send, 502, f"Replica died while handling request {meta.request_id}.",
-                             [(REQUEST_ID_HEADER, meta.request_id)])
+            _report_dead(router, replica_id, exc)
+            raise _ReplicaDied(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
         except asyncio.CancelledError:
             try:
                 ray.cancel(gen)
@@ -153,8 +176,37 @@ class ProxyASGIApp:
             raise
 
 
-class _ResponseStarted(Exception):
+_IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+
+
+class _RequestState:
+    __slots__ = ("meta", "scope", "body", "started")
+
+    def __init__(self, meta: RequestMetadata, scope: Dict[str, Any], body: bytes) -> None:
+        self.meta = meta
+        self.scope = scope
+        self.body = body
+        self.started = False
+
+
+class _ReplicaDied(Exception):
     pass
+
+
+def _report_dead(router: Router, replica_id: str, exc: BaseException) -> None:
+    try:
+        _controller().report_dead_replica.remote(
+            router.deployment_id.app_name, router.deployment_id.name, replica_id, type(exc).__name__
+        )
+    except Exception:
+        pass
+
+
+async def _wait_for_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _header(scope: Dict[str, Any], name: str) -> Optional[str]:

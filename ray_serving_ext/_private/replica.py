@@ -95,6 +95,7 @@ class ReplicaActor:
         self._init_lock: Optional[asyncio.Lock] = None
         self._limiter: Optional[ConcurrencyLimiter] = None
         self._shutting_down = False
+        self._exit_event: Optional[asyncio.Event] = None
         self._num_total = 0
         self._context = ReplicaContext(app_name, deployment_name, replica_id, replica_id)
         _set_replica_context(self._context)
@@ -156,6 +157,17 @@ class ReplicaActor:
             raise RuntimeError("Replica is not initialized.")
         await self._user.check_health()
 
+    async def liveness_probe(self) -> bool:
+        """Returns only when the replica begins shutting down; fails at once if it dies.
+
+        The controller keeps one of these in flight per replica, so a killed
+        replica is noticed immediately rather than at the next health check.
+        """
+        if self._exit_event is None:
+            self._exit_event = asyncio.Event()
+        await self._exit_event.wait()
+        return True
+
     async def get_num_ongoing_requests(self) -> int:
         limiter = self._get_limiter()
         return limiter.running + limiter.waiting
@@ -163,12 +175,18 @@ class ReplicaActor:
     async def prepare_for_shutdown(self) -> bool:
         """Take no new requests, let running ones finish (bounded), run user teardown."""
         self._shutting_down = True
+        if self._exit_event is not None:
+            self._exit_event.set()
         limiter = self._get_limiter()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.graceful_shutdown_timeout_s
-        wait_loop = max(0.05, self._config.graceful_shutdown_wait_loop_s)
-        while limiter.running + limiter.waiting > 0 and loop.time() < deadline:
+        wait_loop = self._config.graceful_shutdown_wait_loop_s
+        # Sleep first: callers that have not yet heard this replica is going
+        # away may still send it requests, and those must be served too.
+        while loop.time() < deadline:
             await asyncio.sleep(min(wait_loop, max(0.0, deadline - loop.time())))
+            if limiter.running + limiter.waiting == 0:
+                break
         drained = limiter.running + limiter.waiting == 0
         if self._user is not None:
             try:

@@ -88,6 +88,7 @@ class ReplicaRecord:
         self.last_health_error = ""
         self.stop_ref: Any = None
         self.stop_deadline = 0.0
+        self.liveness: Optional[PendingCall] = None
 
     # ---- starting ------------------------------------------------------------------
     def start(self, spec: Any, config: Dict[str, Any], ray_actor_options: Dict[str, Any]) -> None:
@@ -133,6 +134,22 @@ class ReplicaRecord:
         self.pending_ref = PendingCall(self.actor.reconfigure.remote(config))
 
     # ---- health ----------------------------------------------------------------------
+    def poll_liveness(self) -> Optional[str]:
+        """A reason when the replica actor has died, else None (keeps a probe in flight)."""
+        if self.liveness is None:
+            self.liveness = PendingCall(self.actor.liveness_probe.remote())
+            return None
+        if not self.liveness.done():
+            return None
+        call, self.liveness = self.liveness, None
+        try:
+            call.result()
+        except ray.exceptions.RayActorError as exc:
+            return f"replica actor died: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+        except Exception:
+            return None
+        return None
+
     def poll_health(self, period_s: float, timeout_s: float) -> Optional[bool]:
         """Drive the periodic health check: True/False when one finished, None otherwise."""
         now = time.time()

@@ -34,19 +34,53 @@ def ray_session():
     ray.shutdown()
 
 
+class ServeInstance:
+    """The session's Serve instance, restarted only when a test needs other HTTP options."""
+
+    def __init__(self) -> None:
+        self.options: dict | None = None
+        self.url = ""
+
+    def ensure(self, **http_options) -> str:
+        wanted = {"host": "127.0.0.1", **http_options}
+        if self.options is not None and {k: v for k, v in self.options.items() if k != "port"} == wanted:
+            return self.url
+        if self.options is not None:
+            serve.shutdown()
+        port = free_port()
+        serve.start(http_options={**wanted, "port": port})
+        self.options = {**wanted, "port": port}
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+
 @pytest.fixture(scope="session")
-def serve_session(ray_session):
-    """The session's Serve instance; yields its HTTP base URL."""
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
+def serve_instance(ray_session):
+    instance = ServeInstance()
+    yield instance
     serve.shutdown()
 
 
-@pytest.fixture
-def serve_url(serve_session):
-    """The HTTP base URL; every application is deleted when the test ends."""
-    yield serve_session
-    names = list(serve.status().applications)
-    for name in names:
+@pytest.fixture(scope="session")
+def serve_session(serve_instance):
+    """The session's Serve instance with default HTTP options; yields its base URL."""
+    return serve_instance
+
+
+def _delete_all_apps() -> None:
+    for name in list(serve.status().applications):
         serve.delete(name)
+
+
+@pytest.fixture
+def serve_url(serve_instance):
+    """The HTTP base URL; every application is deleted when the test ends."""
+    yield serve_instance.ensure()
+    _delete_all_apps()
+
+
+@pytest.fixture
+def serve_url_with_timeout(serve_instance):
+    """Like serve_url, on an instance with http_options.request_timeout_s = 2."""
+    yield serve_instance.ensure(request_timeout_s=2)
+    _delete_all_apps()
