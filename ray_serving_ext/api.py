@@ -99,6 +99,7 @@ def start(
     grpc_options: Any = None,
     logging_config: Any = None,
     detached: bool = False,
+    checkpoint_path: Optional[str] = None,
     **kwargs: Any,
 ) -> None:
     """Start Serve on the Ray cluster, or connect to the instance already running.
@@ -106,10 +107,13 @@ def start(
     With `detached=True` the instance outlives this driver; otherwise it goes
     away when the driver that started it exits. Starts a local Ray when none
     is connected. Proxies listen on `http_options` (default 127.0.0.1:8000).
+    With `checkpoint_path` (file://, s3://, gs:// or custom://module.Class/path)
+    the goal state is saved there on every change, and an instance started on
+    a new cluster with the same path restores every application from it.
     """
     global _client
     _ensure_ray()
-    checkpoint = kwargs.pop("_checkpoint", None)
+    kwargs.pop("_checkpoint", None)
     if kwargs:
         raise TypeError(f"Unexpected arguments to serve.start: {sorted(kwargs)}")
     with _client_lock:
@@ -119,6 +123,12 @@ def start(
             return
         http = _http_options_dict(http_options)
         location = _proxy_location(proxy_location, http)
+        checkpoint = None
+        if checkpoint_path:
+            from ray_serving_ext._private.checkpoint import make_checkpoint_manager, preflight_checkpoint
+
+            checkpoint = make_checkpoint_manager(checkpoint_path)
+            preflight_checkpoint(checkpoint)  # a corrupt checkpoint fails here, before anything starts
         controller = create_controller(http, location, detached, checkpoint)
         _client = ServeControllerClient(controller)
         _wait_for_proxies(_client, timeout_s=60)

@@ -105,3 +105,15 @@ class CheckpointManager:
 
     def clear(self) -> None:
         self.store.delete(CHECKPOINT_KEY)
+
+
+def make_checkpoint_manager(checkpoint_path: str) -> CheckpointManager:
+    """A CheckpointManager for a checkpoint URL (file:// only until the other backends land)."""
+    if not checkpoint_path.startswith("file://"):
+        raise ValueError(f"Unsupported checkpoint path {checkpoint_path!r}.")
+    raise NotImplementedError("file:// checkpoints are not implemented yet")
+
+
+def preflight_checkpoint(manager: CheckpointManager) -> None:
+    """Raise CheckpointError if the checkpoint exists but cannot be used."""
+    manager.load()
