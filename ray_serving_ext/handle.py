@@ -18,6 +18,7 @@ import ray
 from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop, in_loop
 from ray_serving_ext._private.router import get_router_registry
+from ray_serving_ext._private.transport import STREAM
 from ray_serving_ext.exceptions import RequestCancelledError
 
 
@@ -101,60 +102,75 @@ class DeploymentHandle:
             multiplexed_model_id=self._options.multiplexed_model_id,
         )
         deployment_id = self._deployment_id
+        stream = self._options.stream
 
-        async def assign() -> Any:
+        async def run() -> Any:
             router = get_router_registry().get(deployment_id, loop)
-            result, _rid = await router.assign_request(metadata, args, kwargs)
-            return result
+            if stream:
+                return await router.assign_request(metadata, args, kwargs, STREAM)
+            return await router.call_unary(metadata, args, kwargs)
 
-        future = asyncio.run_coroutine_threadsafe(assign(), loop)
-        if self._options.stream:
-            return DeploymentResponseGenerator(future, metadata.request_id)
-        return DeploymentResponse(future, metadata.request_id)
+        if in_loop(loop):  # called from code running on the router loop (e.g. inside a replica)
+            pending: Any = loop.create_task(run())
+        else:
+            pending = asyncio.run_coroutine_threadsafe(run(), loop)
+        if stream:
+            return DeploymentResponseGenerator(pending, metadata.request_id, loop)
+        return DeploymentResponse(pending, metadata.request_id, loop)
 
 
 class _ResponseBase:
-    def __init__(self, assign_future: concurrent.futures.Future, request_id: str) -> None:
-        self._assign_future = assign_future
+    def __init__(self, pending: Any, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        # An asyncio.Task on the router loop, or a concurrent Future when sent from elsewhere.
+        self._pending = pending
         self._request_id = request_id
+        self._loop = loop
         self._cancelled = False
 
     @property
     def request_id(self) -> str:
         return self._request_id
 
-    def _check_not_router_loop(self) -> None:
-        if in_loop(get_router_loop()):
-            raise RuntimeError("Blocking calls on a response are not allowed on the router loop.")
-
-    def _assigned_sync(self, timeout_s: Optional[float]) -> Any:
-        self._check_not_router_loop()
+    def _wait_sync(self, timeout_s: Optional[float]) -> Any:
+        if isinstance(self._pending, asyncio.Task) or in_loop(self._loop):
+            raise RuntimeError(
+                "Sync methods should not be called from within the event loop that serves requests. "
+                "Use `await response` instead."
+            )
         try:
-            return self._assign_future.result(timeout=timeout_s)
+            return self._pending.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"Request {self._request_id} was not assigned to a replica within {timeout_s}s.")
+            raise TimeoutError(f"Request {self._request_id} did not finish within {timeout_s}s.") from None
         except concurrent.futures.CancelledError:
-            raise RequestCancelledError(self._request_id)
+            raise RequestCancelledError(self._request_id) from None
 
-    async def _assigned(self) -> Any:
+    async def _wait(self) -> Any:
         try:
-            return await asyncio.wrap_future(self._assign_future)
+            if isinstance(self._pending, asyncio.Task) and in_loop(self._loop):
+                return await self._pending
+            if isinstance(self._pending, asyncio.Task):
+                future = asyncio.run_coroutine_threadsafe(_await_task(self._pending), self._loop)
+                return await asyncio.wrap_future(future)
+            return await asyncio.wrap_future(self._pending)
         except asyncio.CancelledError:
-            if self._cancelled or self._assign_future.cancelled():
-                raise RequestCancelledError(self._request_id)
+            if self._cancelled:
+                raise RequestCancelledError(self._request_id) from None
             raise
 
     def cancel(self) -> None:
-        """Cancel the request: not sent if still queued, interrupted on the replica if running."""
+        """Cancel the request: never sent if still queued, interrupted on the replica if running."""
         self._cancelled = True
-        if not self._assign_future.cancel() and self._assign_future.done() and self._assign_future.exception() is None:
-            try:
-                ray.cancel(self._assign_future.result())
-            except Exception:
-                pass
+        if isinstance(self._pending, asyncio.Task):
+            self._loop.call_soon_threadsafe(self._pending.cancel)
+        else:
+            self._pending.cancel()
 
     def cancelled(self) -> bool:
         return self._cancelled
+
+
+async def _await_task(task: asyncio.Task) -> Any:
+    return await task
 
 
 class DeploymentResponse(_ResponseBase):
@@ -162,67 +178,64 @@ class DeploymentResponse(_ResponseBase):
 
     def result(self, *, timeout_s: Optional[float] = None, _skip_asyncio_check: bool = False) -> Any:
         """Block until the result is ready; raises the replica's exception if it raised."""
-        import time
-
-        start = time.monotonic()
-        ref = self._assigned_sync(timeout_s)
-        remaining = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
-        try:
-            return ray.get(ref, timeout=remaining)
-        except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"Request {self._request_id} did not finish within {timeout_s}s.")
-        except ray.exceptions.TaskCancelledError:
-            raise RequestCancelledError(self._request_id)
-
-    async def _to_object_ref(self) -> ray.ObjectRef:
-        return await self._assigned()
-
-    def _to_object_ref_sync(self, timeout_s: Optional[float] = None) -> ray.ObjectRef:
-        return self._assigned_sync(timeout_s)
+        return self._wait_sync(timeout_s)
 
     def __await__(self):
-        return self._await_result().__await__()
+        return self._wait().__await__()
 
-    async def _await_result(self) -> Any:
-        ref = await self._assigned()
-        try:
-            return await ref
-        except ray.exceptions.TaskCancelledError:
-            raise RequestCancelledError(self._request_id)
+    async def _to_object_ref(self) -> ray.ObjectRef:
+        """The result as a Ray object (to pass to Ray tasks)."""
+        return ray.put(await self._wait())
+
+    def _to_object_ref_sync(self, timeout_s: Optional[float] = None) -> ray.ObjectRef:
+        return ray.put(self._wait_sync(timeout_s))
 
 
 class DeploymentResponseGenerator(_ResponseBase):
     """The stream returned by `handle.options(stream=True).remote()`: iterate it, sync or async."""
 
-    def __init__(self, assign_future: concurrent.futures.Future, request_id: str) -> None:
-        super().__init__(assign_future, request_id)
-        self._gen: Any = None
+    def __init__(self, pending: Any, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(pending, request_id, loop)
+        self._call: Any = None
 
     def __iter__(self) -> Iterator[Any]:
         return self
 
     def __next__(self) -> Any:
-        if self._gen is None:
-            self._gen = self._assigned_sync(None)
-        ref = next(self._gen)
-        return ray.get(ref)
+        if self._call is None:
+            self._call = self._wait_sync(None)
+        item = asyncio.run_coroutine_threadsafe(_next_item(self._call), self._loop).result()
+        if item is _DONE:
+            raise StopIteration
+        return item
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
 
     async def __anext__(self) -> Any:
-        if self._gen is None:
-            self._gen = await self._assigned()
-        ref = await self._gen.__anext__()
-        return await ref
+        if self._call is None:
+            self._call = await self._wait()
+        if in_loop(self._loop):
+            return await self._call.__anext__()
+        item = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_next_item(self._call), self._loop))
+        if item is _DONE:
+            raise StopAsyncIteration
+        return item
 
     def cancel(self) -> None:
-        self._cancelled = True
-        if not self._assign_future.cancel() and self._assign_future.done() and self._assign_future.exception() is None:
-            try:
-                ray.cancel(self._assign_future.result())
-            except Exception:
-                pass
+        super().cancel()
+        if self._call is not None:
+            self._loop.call_soon_threadsafe(self._call.cancel)
+
+
+_DONE = object()
+
+
+async def _next_item(call: Any) -> Any:
+    try:
+        return await call.__anext__()
+    except StopAsyncIteration:
+        return _DONE
 
 
 __all__ = ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator"]

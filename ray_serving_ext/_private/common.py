@@ -46,6 +46,9 @@ class ReplicaInfo:
     actor_handle: Any
     node_id: str = ""
     max_ongoing_requests: int = 5
+    node_ip: str = ""
+    port: Optional[int] = None
+    token: str = ""
 
 
 @dataclass

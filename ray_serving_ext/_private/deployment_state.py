@@ -303,7 +303,8 @@ class DeploymentState:
     # ---- outputs ---------------------------------------------------------------------
     def routable(self) -> List[ReplicaInfo]:
         return [
-            ReplicaInfo(r.replica_id, r.actor_name, r.actor, r.node_id, int(r.config.get("max_ongoing_requests", 5)))
+            ReplicaInfo(r.replica_id, r.actor_name, r.actor, r.node_id, int(r.config.get("max_ongoing_requests", 5)),
+                        r.node_ip, r.port, r.token)
             for r in self.replicas.values()
             if r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING) and r.actor is not None
         ]

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ray
 
+from ray_serving_ext._private import transport
 from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
 from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, CONTROLLER_NAME, REQUEST_ID_HEADER, SERVE_NAMESPACE
 from ray_serving_ext._private.http_util import forwardable_scope, send_plain
@@ -26,7 +27,6 @@ from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableE
 
 logger = logging.getLogger("ray_serving_ext.proxy")
 
-_RETRYABLE = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
 
 
 def _controller() -> Any:
@@ -143,37 +143,35 @@ class ProxyASGIApp:
                                  rid_header)
 
     async def _forward_with_retry(self, router: Router, state: "_RequestState", send: Any) -> None:
-        """Send to a replica; if it dies before answering, idempotent requests go to another one."""
-        attempts = 3 if state.scope.get("method", "GET") in _IDEMPOTENT else 1
-        for attempt in range(attempts):
+        """Send to a replica; a request lost with its replica before it started goes to another one.
+
+        On the direct transport the replica says when a request starts, so any
+        request that had not started is retried; on the Ray-call fallback that
+        is unknowable, so only idempotent methods are.
+        """
+        for attempt in range(3):
             try:
                 await self._forward(router, state, send)
                 return
-            except _ReplicaDied:
-                if state.started or attempt == attempts - 1:
+            except _ReplicaDied as exc:
+                retryable = not exc.request_started or state.scope.get("method", "GET") in _IDEMPOTENT
+                if state.started or not retryable or attempt == 2:
                     raise
                 logger.warning("Replica died before answering request %s; retrying.", state.meta.request_id)
 
     async def _forward(self, router: Router, state: "_RequestState", send: Any) -> None:
-        gen, replica_id = await router.assign_request(state.meta, (state.scope, state.body), {}, method="handle_http")
+        call = await router.assign_request(state.meta, (state.scope, state.body), {}, transport.HTTP)
         try:
-            async for ref in gen:
-                messages = await ref
+            async for messages in call:
                 for message in messages:
                     if message["type"] == "http.response.start":
                         message = _with_request_id(message, state.meta.request_id)
                         state.started = True
                     await send(message)
-        except _RETRYABLE as exc:
-            router.mark_dead(replica_id)
-            _report_dead(router, replica_id, exc)
-            raise _ReplicaDied(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
-        except asyncio.CancelledError:
-            try:
-                ray.cancel(gen)
-            except Exception:
-                pass
-            raise
+        except transport.ReplicaUnavailableError as exc:
+            router.mark_dead(call.replica_id)
+            _report_dead(router, call.replica_id, exc)
+            raise _ReplicaDied(str(exc), exc.started) from exc
 
 
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
@@ -190,7 +188,9 @@ class _RequestState:
 
 
 class _ReplicaDied(Exception):
-    pass
+    def __init__(self, message: str, request_started: bool) -> None:
+        super().__init__(message)
+        self.request_started = request_started
 
 
 def _report_dead(router: Router, replica_id: str, exc: BaseException) -> None:

@@ -3,6 +3,11 @@
 A replica never runs more than `max_ongoing_requests` requests at once; more
 wait here in arrival order. The controller drives its life: initialize (user
 constructor), reconfigure (user_config), check_health, prepare_for_shutdown.
+
+Requests arrive over the direct transport (`transport.py`) or, as a fallback,
+as Ray actor calls; both run on the process's serving loop (a uvloop thread
+shared with the routers of handles this replica's code uses), so user code,
+routing for composition and the transport never hop between threads.
 """
 
 from __future__ import annotations
@@ -10,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 import traceback
 from collections import deque
-from typing import Any, AsyncIterator, Deque, Dict, List, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional
 
 import ray
 
+from ray_serving_ext._private import transport
 from ray_serving_ext._private.common import RequestMetadata
-from ray_serving_ext._private.http_util import BufferedReceive, MessageQueue, plain_response_messages, to_response
+from ray_serving_ext._private.event_loop import get_router_loop
+from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.user_callable import UserCallable
 from ray_serving_ext.config import DeploymentConfig
@@ -91,51 +99,59 @@ class ReplicaActor:
         self._config = DeploymentConfig.model_validate(config)
         self._version = version
         self._user: Optional[UserCallable] = None
-        self._user_ready = False
-        self._init_lock: Optional[asyncio.Lock] = None
+        self._init_future: Optional[Any] = None
         self._limiter: Optional[ConcurrencyLimiter] = None
         self._shutting_down = False
         self._exit_event: Optional[asyncio.Event] = None
         self._num_total = 0
+        self._token = secrets.token_hex(16)
+        self._port: Optional[int] = None
+        self._server: Any = None
+        self._loop = get_router_loop()
         self._context = ReplicaContext(app_name, deployment_name, replica_id, replica_id)
         _set_replica_context(self._context)
         self._log_path = configure_component_logger("replica", f"{app_name}_{deployment_name}_{replica_id}")
 
-    # ---- lifecycle (called by the controller) -------------------------------------------
+    # ---- running things on the serving loop ------------------------------------------------
+    async def _on_loop(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
     def _get_limiter(self) -> ConcurrencyLimiter:
         if self._limiter is None:
             self._limiter = ConcurrencyLimiter(self._config.max_ongoing_requests)
         return self._limiter
 
+    # ---- lifecycle (called by the controller) -------------------------------------------
     def _metadata(self) -> Dict[str, Any]:
         ctx = ray.get_runtime_context()
         return {
             "replica_id": self._replica_id,
             "pid": os.getpid(),
             "node_id": ctx.get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
             "actor_id": ctx.get_actor_id(),
             "version": self._version,
             "config": self._config.model_dump(),
-            "initialized": self._user is not None and self._user_ready,
+            "initialized": self._user is not None,
             "log_path": self._log_path,
+            "port": self._port,
+            "token": self._token,
         }
 
     async def initialize_and_get_metadata(self) -> Dict[str, Any]:
         """Run the user constructor (once) and the first reconfigure; raises what they raise."""
-        if self._init_lock is None:
-            self._init_lock = asyncio.Lock()
-        async with self._init_lock:
-            if self._user is None:
-                self._user_ready = False
-                user = UserCallable(
-                    self._serialized_def, self._serialized_init_args, self._config.max_ongoing_requests
-                )
-                await user.initialize(self._config.user_config)
-                self._user = user
-                self._user_ready = True
-                self._context.servable_object = user.instance
-                logger.info("Replica %s initialized (pid %d).", self._replica_id, os.getpid())
+        if self._init_future is None:
+            self._init_future = asyncio.run_coroutine_threadsafe(self._initialize(), self._loop)
+        await asyncio.wrap_future(self._init_future)
         return self._metadata()
+
+    async def _initialize(self) -> None:
+        user = UserCallable(self._serialized_def, self._serialized_init_args, self._config.max_ongoing_requests)
+        await user.initialize(self._config.user_config)
+        self._user = user
+        self._context.servable_object = user.instance
+        self._server, self._port = await transport.start_server(self._token, self._handle_transport)
+        logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
 
     async def get_metadata(self) -> Dict[str, Any]:
         """For a restarted controller: who this replica is and what it runs."""
@@ -146,16 +162,16 @@ class ReplicaActor:
         new = DeploymentConfig.model_validate(config)
         old = self._config
         self._config = new
-        self._get_limiter().set_capacity(new.max_ongoing_requests)
+        self._loop.call_soon_threadsafe(self._get_limiter().set_capacity, new.max_ongoing_requests)
         if self._user is not None and new.user_config != old.user_config:
-            await self._user.reconfigure(new.user_config)
+            await self._on_loop(self._user.reconfigure(new.user_config))
         return self._metadata()
 
     async def check_health(self) -> None:
         """Raises when the replica is unhealthy (the user's check_health raised)."""
         if self._user is None:
             raise RuntimeError("Replica is not initialized.")
-        await self._user.check_health()
+        await self._on_loop(self._user.check_health())
 
     async def liveness_probe(self) -> bool:
         """Returns only when the replica begins shutting down; fails at once if it dies.
@@ -190,55 +206,45 @@ class ReplicaActor:
         drained = limiter.running + limiter.waiting == 0
         if self._user is not None:
             try:
-                await self._user.shutdown()
+                await self._on_loop(self._user.shutdown())
             except Exception:
                 logger.exception("Deployment teardown raised.")
         return drained
 
-    # ---- requests -----------------------------------------------------------------------
-    def _begin(self, meta: RequestMetadata) -> Any:
-        self._num_total += 1
-        return _set_request_context(
-            RequestContext(meta.request_id, meta.app_name, meta.route, meta.multiplexed_model_id)
-        )
-
+    # ---- request bookkeeping -------------------------------------------------------------
     def _access_log(self, meta: RequestMetadata, status: str, start: float) -> None:
         method = meta.http_method or meta.call_method
         route = meta.route or "-"
         logger.info(
             "%s %s %s %s %.1fms",
-            meta.request_id,
-            route,
-            method,
-            status,
-            (time.perf_counter() - start) * 1000,
+            meta.request_id, route, method, status, (time.perf_counter() - start) * 1000,
             extra={
-                "request_id": meta.request_id,
-                "route": route,
-                "method": method,
-                "status": status,
-                "app": self._app_name,
-                "deployment": self._deployment_name,
-                "replica": self._replica_id,
+                "request_id": meta.request_id, "route": route, "method": method, "status": status,
+                "app": self._app_name, "deployment": self._deployment_name, "replica": self._replica_id,
             },
         )
 
-    async def _ready_user(self) -> UserCallable:
+    async def _run_request(self, meta: RequestMetadata, on_started: Callable[[], None], work: Callable[[UserCallable], Awaitable[Any]]) -> Any:
+        """Admit under the limiter, set the request context, run `work`, log one access line."""
         if self._user is None:
-            await self.initialize_and_get_metadata()
-        assert self._user is not None
-        return self._user
-
-    async def handle_request(self, meta: RequestMetadata, *args: Any, **kwargs: Any) -> Any:
-        """Run one handle call; raises what the user code raised."""
-        user = await self._ready_user()
+            await asyncio.wrap_future(self._init_future) if self._init_future else None
+        user = self._user
+        if user is None:
+            raise RuntimeError("Replica is not initialized.")
         limiter = self._get_limiter()
         await limiter.acquire()
+        self._num_total += 1
+        on_started()
         start = time.perf_counter()
-        token = self._begin(meta)
+        token = _set_request_context(
+            RequestContext(meta.request_id, meta.app_name, meta.route, meta.multiplexed_model_id)
+        )
         status = "OK"
         try:
-            return await user.call(meta.call_method, args, kwargs)
+            result = await work(user)
+            if isinstance(result, tuple) and len(result) == 2 and result[0] == "__http_status__":
+                status = str(result[1])
+            return result
         except asyncio.CancelledError:
             status = "CANCELLED"
             raise
@@ -247,87 +253,119 @@ class ReplicaActor:
             logger.exception("Request %s failed.", meta.request_id)
             raise
         finally:
-            _set_request_context(None)
+            _request_context_reset(token)
             limiter.release()
             self._access_log(meta, status, start)
+
+    # ---- the direct transport ------------------------------------------------------------
+    async def _handle_transport(self, kind: str, body: Any, stream: transport.ServerStream) -> None:
+        meta = body[0]
+        try:
+            if kind == transport.UNARY:
+                _, args, kwargs = body
+                value = await self._run_request(meta, stream.started, lambda u: u.call(meta.call_method, args, kwargs))
+                stream.result(value)
+            elif kind == transport.STREAM:
+                _, args, kwargs = body
+                await self._run_request(meta, stream.started, lambda u: _drain(u.call_streaming(meta.call_method, args, kwargs), stream.item))
+                stream.end()
+            elif kind == transport.HTTP:
+                _, scope, req_body = body
+                await self._run_request(meta, stream.started, lambda u: self._serve_http(u, meta, scope, req_body, stream.item))
+                stream.end()
+            else:
+                raise ValueError(f"Unknown request kind {kind!r}")
+        except asyncio.CancelledError:
+            pass  # the caller cancelled or went away; there is no one to answer
+        except BaseException as exc:  # the user's exception goes back to the caller
+            stream.error(exc, f"{self._deployment_name}.{meta.call_method}")
+
+    # ---- Ray actor-call entry points (fallback transport) ------------------------------------
+    async def handle_request(self, meta: RequestMetadata, *args: Any, **kwargs: Any) -> Any:
+        """Run one handle call; raises what the user code raised."""
+        return await self._on_loop(self._run_request(meta, _noop, lambda u: u.call(meta.call_method, args, kwargs)))
 
     async def handle_request_streaming(self, meta: RequestMetadata, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Run one streaming handle call, yielding the user generator's items."""
-        user = await self._ready_user()
-        limiter = self._get_limiter()
-        await limiter.acquire()
-        start = time.perf_counter()
-        self._begin(meta)
-        status = "OK"
-        try:
-            async for item in user.call_streaming(meta.call_method, args, kwargs):
-                yield item
-        except asyncio.CancelledError:
-            status = "CANCELLED"
-            raise
-        except BaseException:
-            status = "ERROR"
-            logger.exception("Request %s failed.", meta.request_id)
-            raise
-        finally:
-            limiter.release()
-            self._access_log(meta, status, start)
+        async for item in self._bridge(meta, lambda u, emit: _drain(u.call_streaming(meta.call_method, args, kwargs), emit)):
+            yield item
 
     async def handle_http(self, meta: RequestMetadata, scope: Dict[str, Any], body: bytes) -> AsyncIterator[List[Dict[str, Any]]]:
         """Serve one HTTP request; yields batches of ASGI messages (start, body chunks)."""
-        user = await self._ready_user()
-        limiter = self._get_limiter()
-        await limiter.acquire()
-        start = time.perf_counter()
-        self._begin(meta)
-        queue = MessageQueue()
-        receive = BufferedReceive(body)
-        status_holder: Dict[str, Any] = {"status": None}
+        async for batch in self._bridge(meta, lambda u, emit: self._serve_http(u, meta, scope, body, emit)):
+            yield batch
 
-        async def send(message: Dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-            await queue.send(message)
+    async def _bridge(self, meta: RequestMetadata, work: Callable[[UserCallable, Callable[[Any], None]], Awaitable[Any]]) -> AsyncIterator[Any]:
+        """Run `work` on the serving loop, handing what it emits to this (actor) loop."""
+        actor_loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
 
-        task = asyncio.ensure_future(self._run_http(user, meta, scope, receive, send, queue))
+        def emit(item: Any) -> None:
+            actor_loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        future = asyncio.run_coroutine_threadsafe(self._run_request(meta, _noop, lambda u: work(u, emit)), self._loop)
+        future.add_done_callback(lambda _f: actor_loop.call_soon_threadsafe(queue.put_nowait, done))
         try:
             while True:
-                batch = await queue.get_batch()
-                if not batch:
+                item = await queue.get()
+                if item is done:
                     break
-                yield batch
-            await task
+                yield item
+            future.result()
         finally:
-            if not task.done():
-                task.cancel()
-            receive.disconnect()
-            limiter.release()
-            self._access_log(meta, str(status_holder["status"] or "CANCELLED"), start)
+            if not future.done():
+                future.cancel()
 
-    async def _run_http(self, user: UserCallable, meta: RequestMetadata, scope: Dict[str, Any],
-                        receive: BufferedReceive, send: Any, queue: MessageQueue) -> None:
-        started = {"value": False}
+    # ---- HTTP ------------------------------------------------------------------------------
+    async def _serve_http(self, user: UserCallable, meta: RequestMetadata, scope: Dict[str, Any], body: bytes,
+                          emit: Callable[[List[Dict[str, Any]]], None]) -> Any:
+        """Run the user's ASGI app or callable; emits message batches (a whole small response at once)."""
+        receive = BufferedReceive(body)
+        pending: List[Dict[str, Any]] = []
+        state = {"status": None}
 
-        async def tracking_send(message: Dict[str, Any]) -> None:
+        async def send(message: Dict[str, Any]) -> None:
+            pending.append(message)
             if message["type"] == "http.response.start":
-                started["value"] = True
-            await send(message)
+                state["status"] = message["status"]
+                return
+            batch = pending[:]
+            pending.clear()
+            emit(batch)
 
         try:
             if user.asgi_app is not None:
-                await user.asgi_app(scope, receive, tracking_send)
+                await user.asgi_app(scope, receive, send)
             else:
                 from starlette.requests import Request
 
-                request = Request(scope, receive)
-                result = await user.call(meta.call_method, (request,), {})
-                await to_response(result)(scope, receive, tracking_send)
+                result = await user.call(meta.call_method, (Request(scope, receive),), {})
+                await to_response(result)(scope, receive, send)
+        except asyncio.CancelledError:
+            raise
         except Exception:
             logger.error("Request %s failed:\n%s", meta.request_id, traceback.format_exc())
-            if not started["value"]:
-                for message in plain_response_messages(
-                    500, f"Internal Server Error (request id: {meta.request_id})"
-                ):
-                    await send(message)
+            if state["status"] is None:
+                state["status"] = 500
+                emit(plain_response_messages(500, f"Internal Server Error (request id: {meta.request_id})"))
         finally:
-            queue.close()
+            receive.disconnect()
+            if pending:
+                emit(pending[:])
+        return ("__http_status__", state["status"])
+
+
+def _noop() -> None:
+    return None
+
+
+async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], None]) -> None:
+    async for item in agen:
+        emit(item)
+
+
+def _request_context_reset(token: Any) -> None:
+    from ray_serving_ext.context import _request_context
+
+    _request_context.reset(token)

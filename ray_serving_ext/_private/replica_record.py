@@ -81,6 +81,9 @@ class ReplicaRecord:
         self.start_time = time.time()
         self.pid: Optional[int] = None
         self.node_id: str = ""
+        self.node_ip: str = ""
+        self.port: Optional[int] = None
+        self.token: str = ""
         self.health_ref: Any = None
         self.health_sent_at = 0.0
         self.last_health_check = time.time()
@@ -126,6 +129,9 @@ class ReplicaRecord:
         meta = call_result(ref)
         self.pid = meta.get("pid")
         self.node_id = meta.get("node_id", "")
+        self.node_ip = meta.get("node_ip", "")
+        self.port = meta.get("port")
+        self.token = meta.get("token", "")
         return meta
 
     def reconfigure(self, config: Dict[str, Any]) -> None:

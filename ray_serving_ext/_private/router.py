@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import ray
 
+from ray_serving_ext._private import transport
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
 from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext")
+
+# The direct TCP data path; RAY_SERVE_EXT_TRANSPORT=ray sends requests as Ray actor calls instead.
+USE_DIRECT_TRANSPORT = os.environ.get("RAY_SERVE_EXT_TRANSPORT", "tcp").lower() != "ray"
 
 
 def _default_controller() -> Any:
@@ -55,6 +60,8 @@ class Router:
         self._unavailable_reason = ""
         self._updated = asyncio.Event()
         self._waiters: Deque[asyncio.Future] = deque()
+        self._conns: Dict[str, transport.ReplicaConnection] = {}
+        self._connecting: Dict[str, asyncio.Future] = {}
         self.num_queued = 0
         self._long_poll = LongPollClient(get_controller, {replicas_key(deployment_id): self.update}, loop)
 
@@ -68,6 +75,9 @@ class Router:
         self._replicas = {r.replica_id: r for r in info.replicas}
         self._ongoing = {rid: self._ongoing.get(rid, 0) for rid in self._replicas}
         self._suspect &= set(self._replicas)
+        for rid in list(self._conns):
+            if rid not in self._replicas:
+                self._conns.pop(rid).close_when_idle()
         self._updated.set()
         self._wake(len(self._waiters))
 
@@ -77,6 +87,8 @@ class Router:
 
     def stop(self) -> None:
         self._long_poll.stop()
+        for conn in self._conns.values():
+            conn.close_when_idle()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
@@ -152,40 +164,147 @@ class Router:
             self.num_queued -= 1
 
     # ---- sending ----------------------------------------------------------------------
+    async def _connection(self, replica: ReplicaInfo) -> transport.ReplicaConnection:
+        rid = replica.replica_id
+        conn = self._conns.get(rid)
+        if conn is not None and not conn.closed:
+            return conn
+        pending = self._connecting.get(rid)
+        if pending is None:
+            host = "127.0.0.1" if replica.node_ip in ("", _local_ip()) else replica.node_ip
+            pending = asyncio.ensure_future(
+                transport.ReplicaConnection.open(host, replica.port, replica.token, rid)
+            )
+            self._connecting[rid] = pending
+            pending.add_done_callback(lambda _f: self._connecting.pop(rid, None))
+        conn = await asyncio.shield(pending)
+        self._conns[rid] = conn
+        return conn
+
     async def assign_request(
         self,
         metadata: RequestMetadata,
         args: Tuple[Any, ...],
         kwargs: Dict[str, Any],
-        method: str = "handle_request",
-    ) -> Tuple[Any, str]:
-        """Wait for a replica with room, send the call; returns (ObjectRef or generator, replica_id).
+        kind: str = transport.UNARY,
+    ) -> Any:
+        """Wait for a replica with room and send the request; returns the call in flight.
 
-        The slot is released when the call completes, however it completes.
+        The call (a TransportCall, or a RayCall on the fallback path) has
+        `result()` for unary requests and async iteration for streams. The
+        replica's slot is released when the call completes, however it ends.
+        A replica that cannot be reached is skipped for another one.
         """
         args, kwargs = await _resolve_responses(args, kwargs)
-        replica = await self._acquire()
-        rid = replica.replica_id
-        self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
-        if metadata.is_streaming and method == "handle_request":
-            method = "handle_request_streaming"
+        for _attempt in range(10):
+            replica = await self._acquire()
+            rid = replica.replica_id
+            self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
+            try:
+                call = await self._send(replica, metadata, args, kwargs, kind)
+            except (OSError, transport.ReplicaUnavailableError) as exc:
+                self._release(rid)
+                self.mark_dead(rid)
+                logger.warning("Replica %s unreachable (%s); trying another.", rid, exc)
+                continue
+            except BaseException:
+                self._release(rid)
+                raise
+            call.add_done_callback(lambda rid=rid: self._release(rid))
+            return call
+        raise DeploymentUnavailableError(self.deployment_id, "no replica could be reached")
+
+    async def _send(self, replica: ReplicaInfo, metadata: RequestMetadata, args: Tuple[Any, ...],
+                    kwargs: Dict[str, Any], kind: str) -> Any:
+        if USE_DIRECT_TRANSPORT and replica.port:
+            conn = await self._connection(replica)
+            if kind == transport.HTTP:
+                return conn.request(kind, (metadata, args[0], args[1]))
+            return conn.request(kind, (metadata, args, kwargs))
+        return RayCall.send(replica, metadata, args, kwargs, kind, self._loop)
+
+    async def call_unary(self, metadata: RequestMetadata, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        """Send a unary request and wait for its result; a request lost before it started is retried."""
+        for attempt in range(3):
+            call = await self.assign_request(metadata, args, kwargs, transport.UNARY)
+            try:
+                return await call.result()
+            except transport.ReplicaUnavailableError as exc:
+                self.mark_dead(call.replica_id)
+                if exc.started or attempt == 2:
+                    raise
+                logger.warning("Request %s lost before it started; retrying.", metadata.request_id)
+        raise AssertionError("unreachable")
+
+
+_local_ip_cache: Optional[str] = None
+
+
+def _local_ip() -> str:
+    global _local_ip_cache
+    if _local_ip_cache is None:
+        _local_ip_cache = ray.util.get_node_ip_address()
+    return _local_ip_cache
+
+
+class RayCall:
+    """The fallback path: a request sent as a Ray actor call, with TransportCall's interface."""
+
+    def __init__(self, result: Any, streaming: bool, loop: asyncio.AbstractEventLoop, replica_id: str) -> None:
+        self._result = result
+        self._streaming = streaming
+        self._loop = loop
+        self.replica_id = replica_id
+        self.started = True  # unknowable on this path: assume the worst
+
+    @classmethod
+    def send(cls, replica: ReplicaInfo, metadata: RequestMetadata, args: Tuple[Any, ...],
+             kwargs: Dict[str, Any], kind: str, loop: asyncio.AbstractEventLoop) -> "RayCall":
+        handle = replica.actor_handle
+        if kind == transport.UNARY:
+            return cls(handle.handle_request.remote(metadata, *args, **kwargs), False, loop, replica.replica_id)
+        method = handle.handle_http if kind == transport.HTTP else handle.handle_request_streaming
+        gen = method.options(num_returns="streaming").remote(metadata, *args, **kwargs)
+        return cls(gen, True, loop, replica.replica_id)
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        done_ref = self._result.completed() if self._streaming else self._result
+        done_ref.future().add_done_callback(lambda _f: self._loop.call_soon_threadsafe(fn))
+
+    async def result(self) -> Any:
         try:
-            actor_method = getattr(replica.actor_handle, method)
-            if method in ("handle_request_streaming", "handle_http"):
-                result = actor_method.options(num_returns="streaming").remote(metadata, *args, **kwargs)
-                done_ref = result.completed()
-            else:
-                result = actor_method.remote(metadata, *args, **kwargs)
-                done_ref = result
-        except Exception:
-            self._release(rid)
+            return await self._result
+        except _RAY_DEATH as exc:
+            raise transport.ReplicaUnavailableError(str(exc), started=True) from exc
+        except asyncio.CancelledError:
+            self.cancel()
             raise
-        done_ref.future().add_done_callback(lambda _f: self._loop.call_soon_threadsafe(self._release, rid))
-        return result, rid
+
+    def __aiter__(self) -> "RayCall":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            ref = await self._result.__anext__()
+            return await ref
+        except _RAY_DEATH as exc:
+            raise transport.ReplicaUnavailableError(str(exc), started=True) from exc
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        try:
+            ray.cancel(self._result)
+        except Exception:
+            pass
+
+
+_RAY_DEATH = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
 
 
 async def _resolve_responses(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-    """Replace DeploymentResponse arguments by their ObjectRefs (Ray resolves those)."""
+    """Replace DeploymentResponse arguments by their results (as Ray Serve passes values)."""
     from ray_serving_ext.handle import DeploymentResponse, DeploymentResponseGenerator
 
     def bad(value: Any) -> bool:
@@ -199,10 +318,10 @@ async def _resolve_responses(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> T
         return args, kwargs
     new_args: List[Any] = []
     for a in args:
-        new_args.append(await a._to_object_ref() if isinstance(a, DeploymentResponse) else a)
+        new_args.append(await a if isinstance(a, DeploymentResponse) else a)
     new_kwargs = {}
     for k, v in kwargs.items():
-        new_kwargs[k] = await v._to_object_ref() if isinstance(v, DeploymentResponse) else v
+        new_kwargs[k] = await v if isinstance(v, DeploymentResponse) else v
     return tuple(new_args), new_kwargs
 
 

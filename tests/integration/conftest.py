@@ -24,6 +24,7 @@ def ray_session():
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",  # never attach to another cluster running on this machine
         num_cpus=16,
         num_gpus=2,
         include_dashboard=False,

@@ -1,0 +1,490 @@
+"""Deploying from Serve config files, and generating them (`serve-ext build`).
+
+`build_app_from_schema` turns one `ServeApplicationSchema` into the
+`BuiltApplication` the controller takes: it imports the target inside a Ray
+task that runs with the app's `runtime_env` (so code shipped in `working_dir`
+or `py_modules` is found), calls an application builder with the app's
+`args`, applies the file's per-deployment overrides and gives every replica
+the app's `runtime_env` as its default. `deploy_config` builds every app of a
+file first and only then changes the cluster. `build_config_from_import_paths`
+writes the config `serve build` writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import sys
+import tempfile
+import typing
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+import ray
+from pydantic import BaseModel, ValidationError
+
+from ray_serving_ext._private.build import BuiltApplication, _collect, _unique_names, build_app
+from ray_serving_ext.config import (
+    DeploymentSchema,
+    ServeApplicationSchema,
+    ServeDeploySchema,
+    format_validation_error,
+)
+from ray_serving_ext.deployment import Application
+from ray_serving_ext.exceptions import RayServeException
+
+logger = logging.getLogger("ray_serving_ext")
+
+# Bound on one build task (a runtime_env with pip packages can take minutes to set up).
+BUILD_TIMEOUT_S = float(os.environ.get("RAY_SERVE_CONFIG_BUILD_TIMEOUT_S", "600"))
+# Options of a deployment that `serve build` never writes into a config file.
+_NOT_IN_CONFIG = ("name", "version", "route_prefix")
+
+
+class AppBuildError(RayServeException, ValueError):
+    """An application of a config could not be built; the message names the app
+    and its import path and says why, one problem per line."""
+
+
+class DeployResult(NamedTuple):
+    """What `deploy_config` changed: apps sent to the controller, apps deleted."""
+
+    deployed: List[str]
+    deleted: List[str]
+
+
+# ---------------------------------------------------------------------------- import
+
+
+def import_attr(import_path: str) -> Any:
+    """Import `"module.sub:attr"` or `"module.sub.attr"` and return the attribute.
+
+    After a colon, dots walk nested attributes (`"mod:obj.attr"`). Raises
+    ValueError for a malformed path, ImportError / AttributeError (as Python
+    does) when the module or attribute does not exist.
+    """
+    if not isinstance(import_path, str) or not import_path:
+        raise ValueError(f"Import path must be a non-empty string, got {import_path!r}.")
+    if import_path.count(":") > 1:
+        raise ValueError(f'Got invalid import path "{import_path}": it may have at most one colon.')
+    if ":" in import_path:
+        module_name, attr_path = import_path.split(":")
+    else:
+        module_name, _, attr_path = import_path.rpartition(".")
+    if not module_name or not attr_path:
+        raise ValueError(
+            f'Got invalid import path "{import_path}": expected "module:attribute" or "module.attribute".'
+        )
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _import_target(import_path: str, app_name: str) -> Any:
+    try:
+        return import_attr(import_path)
+    except Exception as exc:  # noqa: BLE001 - any import-time failure is the user's
+        raise AppBuildError(
+            f"Application '{app_name}': failed to import '{import_path}': {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _builder_model(builder: Any, param: inspect.Parameter) -> Optional[type]:
+    """The pydantic model the builder's single parameter is annotated with, if any."""
+    annotation = param.annotation
+    try:
+        annotation = typing.get_type_hints(builder).get(param.name, annotation)
+    except Exception:  # noqa: BLE001 - unresolvable hints: fall back to the raw annotation
+        pass
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def call_app_builder(target: Any, args: Dict[str, Any], import_path: str) -> Application:
+    """The Application at `import_path`: `target` itself, or what the builder returns.
+
+    A builder takes exactly one parameter; when it is annotated with a pydantic
+    model, `args` are validated into that model first (as Ray Serve does).
+    Raises AppBuildError naming `import_path` otherwise.
+    """
+    if isinstance(target, Application):
+        if args:
+            raise AppBuildError(
+                f"'{import_path}' is an Application, not an application builder; "
+                "args can only be passed to a builder function."
+            )
+        return target
+    if not inspect.isfunction(target):
+        raise AppBuildError(
+            f"'{import_path}' must be an Application (from `.bind()`) or an application builder "
+            f"function, but it is a {type(target).__name__}."
+        )
+    params = list(inspect.signature(target).parameters.values())
+    if len(params) != 1:
+        raise AppBuildError(
+            f"Application builder '{import_path}' must take exactly one parameter (the args), "
+            f"it takes {len(params)}."
+        )
+    model = _builder_model(target, params[0])
+    built_args: Any = dict(args)
+    if model is not None:
+        try:
+            built_args = model.model_validate(built_args)
+        except ValidationError as exc:
+            lines = format_validation_error(exc).replace("\n", "; ")
+            raise AppBuildError(f"Invalid args for application builder '{import_path}': {lines}") from None
+    app = target(built_args)
+    if not isinstance(app, Application):
+        raise AppBuildError(
+            f"Application builder '{import_path}' must return an Application (from `.bind()`), "
+            f"but it returned a {type(app).__name__}."
+        )
+    return app
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def _swap_apps(value: Any, new: Dict[int, Application]) -> Any:
+    """`value` with every Application replaced by its rebuilt copy."""
+    if isinstance(value, Application):
+        return new[id(value)]
+    if isinstance(value, list):
+        return [_swap_apps(v, new) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_swap_apps(v, new) for v in value)
+    if isinstance(value, dict):
+        return {k: _swap_apps(v, new) for k, v in value.items()}
+    return value
+
+
+def _error_reason(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc).replace("\n", "; ")
+    return str(exc)
+
+
+def apply_overrides(
+    root: Application, overrides: Dict[str, Dict[str, Any]], app_name: str
+) -> Tuple[Application, Dict[str, Any]]:
+    """Rebuild the graph under `root` with each named deployment's options merged
+    with `overrides[name]` (as `Deployment.options(**overrides)`, so validated).
+
+    Names are the ones the application's deployments get when built (a second
+    binding of the same deployment is "Name_1"). Returns the new root and, by
+    deployment name, the class or function it serves. Raises AppBuildError for
+    an unknown deployment name (listing the app's deployments) or invalid options.
+    """
+    apps = _collect(root)
+    names = _unique_names(apps)
+    unknown = sorted(set(overrides) - set(names.values()))
+    if unknown:
+        raise AppBuildError(
+            f"Application '{app_name}': the config overrides deployment(s) {unknown}, which the "
+            f"application does not have. Its deployments: {sorted(names.values())}."
+        )
+    new: Dict[int, Application] = {}
+    served: Dict[str, Any] = {}
+    for app in apps:  # children come before the parents that bind them
+        name = names[id(app)]
+        dep = app.deployment
+        if overrides.get(name):
+            try:
+                dep = dep.options(**overrides[name])
+            except (TypeError, ValueError) as exc:
+                raise AppBuildError(
+                    f"Application '{app_name}': invalid options for deployment '{name}': {_error_reason(exc)}"
+                ) from None
+        new[id(app)] = Application(dep, _swap_apps(tuple(app.args), new), _swap_apps(app.kwargs, new))
+        served[name] = dep.func_or_class
+    return new[id(root)], served
+
+
+# ---------------------------------------------------------------------------- runtime_env and versions
+
+
+def merge_runtime_envs(parent: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
+    """`child` over `parent`, key by key, except `env_vars`, which are combined
+    (the child's win) — Ray Serve's rule for app-level vs deployment-level envs."""
+    merged = copy.deepcopy(parent)
+    merged.update(copy.deepcopy(child))
+    env_vars = {**parent.get("env_vars", {}), **child.get("env_vars", {})}
+    if env_vars:
+        merged["env_vars"] = env_vars
+    return merged
+
+
+def _module_digest(obj: Any) -> str:
+    """A hash of the source file of the module defining `obj` ("" if there is none)."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _code_version(build_version: str, explicit: bool, import_path: str, env: Dict[str, Any], digest: str) -> str:
+    """Changes with the import path, the runtime_env, the code and its constructor
+    args; never with options that are applied in place. An explicit `version`
+    set in code stands in for the code and args."""
+    parts = [import_path, json.dumps(env, sort_keys=True, default=str), build_version, "" if explicit else digest]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def _route_prefix(app: ServeApplicationSchema, root: Application) -> Optional[str]:
+    if "route_prefix" in app.model_fields_set:
+        return app.route_prefix
+    return root.deployment.route_prefix or "/"
+
+
+def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[str, Any]] = None) -> BuiltApplication:
+    """Build `app` in this process (no Ray task). `runtime_env` (default: the app's)
+    becomes every replica's default runtime_env and part of each code_version.
+
+    Raises AppBuildError (naming the app and import path) for any failure.
+    """
+    env = dict(app.runtime_env if runtime_env is None else runtime_env)
+    root = call_app_builder(_import_target(app.import_path, app.name), app.args, app.import_path)
+    overrides = {d.name: d.overrides() for d in app.deployments}
+    root, served = apply_overrides(root, overrides, app.name)
+    try:
+        built = build_app(root, app.name, _route_prefix(app, root))
+    except (TypeError, ValueError) as exc:
+        raise AppBuildError(f"Application '{app.name}': {_error_reason(exc)}") from None
+    for spec in built.deployments:
+        opts = dict(spec.config.get("ray_actor_options") or {})
+        child = opts.get("runtime_env") or {}
+        if env or child:
+            opts["runtime_env"] = merge_runtime_envs(env, child)
+        spec.config["ray_actor_options"] = opts
+        explicit = bool(spec.explicit_options.get("version"))
+        digest = _module_digest(served.get(spec.name))
+        spec.code_version = _code_version(spec.code_version, explicit, app.import_path, env, digest)
+    return built
+
+
+def _build_in_worker(app: ServeApplicationSchema, runtime_env: Dict[str, Any]) -> Tuple[str, Any]:
+    """The body of the build task: ("ok", BuiltApplication) or ("error", message)."""
+    try:
+        return "ok", build_app_locally(app, runtime_env)
+    except AppBuildError as exc:
+        return "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - e.g. a builder that raises
+        return "error", (
+            f"Application '{app.name}': building '{app.import_path}' raised {type(exc).__name__}: {exc}"
+        )
+
+
+_build_task: Any = None
+
+
+def _get_build_task() -> Any:
+    """The Ray remote function that builds one app (one fresh worker per call, so
+    edited modules are imported anew)."""
+    global _build_task
+    if _build_task is None:
+        _build_task = ray.remote(num_cpus=0, max_calls=1)(_build_in_worker)
+    return _build_task
+
+
+def _call_uploader(fn: Any, env: Dict[str, Any], scratch: str) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = {"scratch_dir": scratch, "logger": logger}
+    if "include_gitignore" in inspect.signature(fn).parameters:
+        kwargs["include_gitignore"] = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    return fn(env, **kwargs)
+
+
+def upload_runtime_env(runtime_env: Dict[str, Any], app_name: str = "") -> Dict[str, Any]:
+    """`runtime_env` with local `working_dir` / `py_modules` uploaded to the
+    cluster and replaced by their `gcs://` URIs (which name the content, so they
+    change when the code does). Needs a connected Ray. Raises AppBuildError."""
+    env = copy.deepcopy(runtime_env or {})
+    if not env.get("working_dir") and not env.get("py_modules"):
+        return env
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="serve_ext_upload_") as scratch:
+            env = _call_uploader(upload_py_modules_if_needed, env, scratch)
+            env = _call_uploader(upload_working_dir_if_needed, env, scratch)
+    except Exception as exc:  # noqa: BLE001 - missing dirs, bad URIs, ...
+        raise AppBuildError(f"Application '{app_name}': could not upload its runtime_env: {exc}") from None
+    env.pop("excludes", None)
+    return env
+
+
+def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[BuiltApplication]:
+    """Build every app; raise AppBuildError listing every failure (one per line).
+
+    With `local=False` (needs a connected Ray) each app is imported in its own
+    Ray task that runs with the app's (uploaded) runtime_env; with `local=True`
+    in this process, the runtime_env used as written.
+    """
+    if local:
+        return _collect_results([_build_in_worker(app, app.runtime_env) for app in apps])
+    task = _get_build_task()
+    envs = [upload_runtime_env(app.runtime_env, app.name) for app in apps]
+    refs = [task.options(runtime_env=env or None).remote(app, env) for app, env in zip(apps, envs)]
+    return _collect_results([_get_result(app, ref) for app, ref in zip(apps, refs)])
+
+
+def _get_result(app: ServeApplicationSchema, ref: Any) -> Tuple[str, Any]:
+    try:
+        return ray.get(ref, timeout=BUILD_TIMEOUT_S)
+    except ray.exceptions.RuntimeEnvSetupError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        return "error", f"Application '{app.name}': its runtime_env could not be set up: {reason}"
+    except ray.exceptions.GetTimeoutError:
+        return "error", f"Application '{app.name}': importing '{app.import_path}' took over {BUILD_TIMEOUT_S:.0f}s."
+    except ray.exceptions.RayError as exc:
+        return "error", f"Application '{app.name}': the build task failed: {type(exc).__name__}: {exc}"
+
+
+def _collect_results(results: List[Tuple[str, Any]]) -> List[BuiltApplication]:
+    errors = [value for kind, value in results if kind == "error"]
+    if errors:
+        raise AppBuildError("\n".join(errors))
+    return [value for _, value in results]
+
+
+def build_app_from_schema(app: ServeApplicationSchema, *, local: bool = False) -> BuiltApplication:
+    """One application of a config, built (see `build_apps`)."""
+    return build_apps([app], local=local)[0]
+
+
+# ---------------------------------------------------------------------------- deploy
+
+
+def _deploy_order(built: List[BuiltApplication], holders: Dict[str, Optional[str]]) -> List[BuiltApplication]:
+    """An order in which deploying `built` one by one never clashes on a route
+    prefix with `holders` (app name -> prefix of apps that stay), else AppBuildError."""
+    holders = dict(holders)
+    pending = list(built)
+    order: List[BuiltApplication] = []
+    while pending:
+        ready = [b for b in pending if not _clash(b, holders)]
+        if not ready:
+            clashes = "; ".join(f"'{b.name}' wants {b.route_prefix} held by '{_clash(b, holders)}'" for b in pending)
+            raise AppBuildError(f"Route prefixes clash with running applications: {clashes}.")
+        order.append(ready[0])
+        pending.remove(ready[0])
+        holders[ready[0].name] = ready[0].route_prefix
+    return order
+
+
+def _clash(built: BuiltApplication, holders: Dict[str, Optional[str]]) -> Optional[str]:
+    if built.route_prefix is None:
+        return None
+    for name, prefix in holders.items():
+        if name != built.name and prefix == built.route_prefix:
+            return name
+    return None
+
+
+def app_config_dict(app: ServeApplicationSchema) -> Dict[str, Any]:
+    """The app's config as written (fields set in the file only), as plain data."""
+    return app.model_dump(mode="json", exclude_unset=True)
+
+
+def deploy_config(client: Any, schema: ServeDeploySchema, declarative: bool = True) -> DeployResult:
+    """Deploy every application of `schema`; with `declarative`, delete running
+    applications the file does not name.
+
+    Every app is built (imported, overrides applied) and route prefixes are
+    checked before anything changes on the cluster: a failure raises
+    AppBuildError and leaves the running apps as they were. Returns once the
+    controller has the new goal, without waiting for RUNNING.
+    """
+    built = build_apps(list(schema.applications))
+    wanted = {b.name for b in built}
+    running = {
+        name: status.route_prefix
+        for name, status in client.get_serve_status().applications.items()
+        if str(status.status) != "DELETING"
+    }
+    stale = sorted(n for n in running if n not in wanted) if declarative else []
+    holders = {n: p for n, p in running.items() if n not in stale}
+    order = _deploy_order(built, holders)
+    configs = {app.name: app_config_dict(app) for app in schema.applications}
+    if stale:
+        client.delete_apps(stale, blocking=False)
+    for app in order:
+        try:
+            client.deploy_application(app, config=configs[app.name])
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise RayServeException(f"Deploying application '{app.name}' failed: {cause}") from None
+    return DeployResult([b.name for b in order], stale)
+
+
+# ---------------------------------------------------------------------------- build (config generation)
+
+
+def _deployment_entry(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """One `deployments:` entry: the name and the options set in code, validated."""
+    opts = {k: v for k, v in options.items() if k not in _NOT_IN_CONFIG}
+    for key, value in list(opts.items()):
+        if isinstance(value, BaseModel):
+            opts[key] = value.model_dump(exclude_unset=True)
+    try:
+        schema = DeploymentSchema.model_validate({"name": name, **opts})
+    except ValidationError as exc:
+        raise AppBuildError(f"Deployment '{name}': {_error_reason(exc)}") from None
+    return schema.model_dump(mode="json", exclude_unset=True)
+
+
+def _application_entry(import_path: str, name: str, route_prefix: str) -> Dict[str, Any]:
+    target = _import_target(import_path, name)
+    if not isinstance(target, Application):
+        raise AppBuildError(f"Expected '{import_path}' to be an Application but got {type(target).__name__}.")
+    apps = _collect(target)
+    names = _unique_names(apps)
+    return {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": import_path,
+        "runtime_env": {},
+        "deployments": [_deployment_entry(names[id(a)], a.deployment.explicit_options) for a in apps],
+    }
+
+
+def build_config_from_import_paths(import_paths: List[str], app_dir: Optional[str] = ".") -> Dict[str, Any]:
+    """The multi-application config `serve build` writes for `import_paths`.
+
+    Apps are named app1, app2, ...; a single app gets route prefix "/", several
+    get "/app1", "/app2", .... Each deployment lists only the options set in
+    code. `app_dir` is put first on sys.path for the imports. The result
+    validates as a ServeDeploySchema. Raises AppBuildError.
+    """
+    if not import_paths:
+        raise AppBuildError("At least one import path is required.")
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    applications = []
+    for index, import_path in enumerate(import_paths):
+        name = f"app{index + 1}"
+        route = "/" if len(import_paths) == 1 else f"/{name}"
+        applications.append(_application_entry(import_path, name, route))
+    config = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": 8000},
+        "applications": applications,
+    }
+    try:
+        ServeDeploySchema.model_validate(config)
+    except ValidationError as exc:
+        raise AppBuildError(f"The generated config is invalid:\n{format_validation_error(exc)}") from None
+    return config

@@ -1,0 +1,400 @@
+"""The direct data path between callers (proxies, handles) and replicas.
+
+Each replica listens on a TCP port; a caller keeps one connection per replica
+and multiplexes its requests over it as frames:
+
+    header = struct "!IBQ": payload length, frame type, request id
+
+Requests carry pickled (metadata, method, args, kwargs). The replica answers
+STARTED when the request begins executing (so a caller knows a request lost to
+a dead replica had not started and may safely go elsewhere), then RESULT, or
+ITEMs and END for streams, or ERROR. A CANCEL frame cancels a request. The
+first frame on a connection must be HELLO with the replica's token: the port
+runs no code for anyone who cannot read the token from the controller.
+
+Ray is still what creates, places and supervises replicas; it is just not on
+the request path, which removes the object store and the core worker's task
+machinery from every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import pickle
+import struct
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ray import cloudpickle
+
+logger = logging.getLogger("ray_serving_ext.transport")
+
+HEADER = struct.Struct("!IBQ")
+HELLO, REQUEST, STARTED, RESULT, ITEM, END, ERROR, CANCEL = range(1, 9)
+# Request kinds carried in a REQUEST frame's payload.
+UNARY, STREAM, HTTP = "unary", "stream", "http"
+
+MAX_FRAME = 2**32 - 1
+
+
+def encode(frame_type: int, request_id: int, payload: bytes = b"") -> List[bytes]:
+    return [HEADER.pack(len(payload), frame_type, request_id), payload]
+
+
+def dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:  # lambdas, local classes, ...: cloudpickle handles them
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+class FrameReader:
+    """Incremental frame parser: feed bytes, get (type, request id, payload) tuples."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> List[Tuple[int, int, bytes]]:
+        self._buf += data
+        frames = []
+        buf = self._buf
+        offset = 0
+        size = HEADER.size
+        while len(buf) - offset >= size:
+            length, ftype, rid = HEADER.unpack_from(buf, offset)
+            end = offset + size + length
+            if len(buf) < end:
+                break
+            frames.append((ftype, rid, bytes(buf[offset + size:end])))
+            offset = end
+        if offset:
+            del buf[:offset]
+        return frames
+
+
+from ray_serving_ext.exceptions import RayServeException  # noqa: E402
+
+
+class ReplicaUnavailableError(RayServeException):
+    """The replica died or became unreachable; `started` says whether the request had begun."""
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
+
+    def __reduce__(self):
+        return (ReplicaUnavailableError, (str(self), self.started))
+
+
+# ---------------------------------------------------------------------------------------
+# Client side
+# ---------------------------------------------------------------------------------------
+_END = object()
+
+
+class TransportCall:
+    """One request on a connection: a future result, or a stream of items."""
+
+    __slots__ = ("request_id", "conn", "started", "_future", "_queue", "_callbacks", "done", "replica_id")
+
+    def __init__(self, conn: "ReplicaConnection", request_id: int, streaming: bool, replica_id: str) -> None:
+        self.request_id = request_id
+        self.conn = conn
+        self.replica_id = replica_id
+        self.started = False
+        self.done = False
+        loop = conn.loop
+        self._future: Optional[asyncio.Future] = None if streaming else loop.create_future()
+        self._queue: Optional[asyncio.Queue] = asyncio.Queue() if streaming else None
+        self._callbacks: List[Callable[[], None]] = []
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        if self.done:
+            fn()
+        else:
+            self._callbacks.append(fn)
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.conn.calls.pop(self.request_id, None)
+        for fn in self._callbacks:
+            try:
+                fn()
+            except Exception:
+                logger.exception("call completion callback failed")
+
+    # frames from the connection
+    def _on_frame(self, ftype: int, payload: bytes) -> None:
+        if ftype == STARTED:
+            self.started = True
+        elif ftype == RESULT:
+            value = pickle.loads(payload)
+            if self._future is not None and not self._future.done():
+                self._future.set_result(value)
+            self._finish()
+        elif ftype == ITEM:
+            if self._queue is not None:
+                self._queue.put_nowait(pickle.loads(payload))
+        elif ftype == END:
+            if self._queue is not None:
+                self._queue.put_nowait(_END)
+            self._finish()
+        elif ftype == ERROR:
+            self._fail(_load_error(payload))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_exception(exc)
+        if self._queue is not None:
+            self._queue.put_nowait(exc)
+        self._finish()
+
+    # consumer API
+    async def result(self) -> Any:
+        assert self._future is not None
+        try:
+            return await self._future
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def __aiter__(self) -> "TransportCall":
+        return self
+
+    async def __anext__(self) -> Any:
+        assert self._queue is not None
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        if self.done:
+            return
+        self.conn.send(CANCEL, self.request_id)
+        from ray_serving_ext.exceptions import RequestCancelledError
+
+        if self._future is not None and not self._future.done():
+            self._future.cancel()
+        if self._queue is not None:
+            self._queue.put_nowait(RequestCancelledError())
+        self._finish()
+
+
+def _load_error(payload: bytes) -> BaseException:
+    """The replica's exception, wrapped as Ray wraps task errors (still an instance of its type)."""
+    from ray_serving_ext.exceptions import RayServeException
+
+    try:
+        cause, tb_text, where = pickle.loads(payload)
+    except Exception as err:  # the exception itself did not survive pickling
+        return RayServeException(f"A replica raised an exception that could not be unpickled: {err}")
+    if not isinstance(cause, Exception) or isinstance(cause, RayServeException):
+        return cause if isinstance(cause, BaseException) else RuntimeError(str(cause))
+    try:
+        import ray
+
+        return ray.exceptions.RayTaskError(where, tb_text, cause).as_instanceof_cause()
+    except Exception:
+        return cause
+
+
+class ReplicaConnection(asyncio.Protocol):
+    """A multiplexed connection from this process to one replica, on one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, replica_id: str) -> None:
+        self.loop = loop
+        self.replica_id = replica_id
+        self.calls: Dict[int, TransportCall] = {}
+        self.closed = False
+        self._transport: Optional[asyncio.Transport] = None
+        self._reader = FrameReader()
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def open(cls, host: str, port: int, token: str, replica_id: str) -> "ReplicaConnection":
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: cls(loop, replica_id), host, port)
+        conn.send(HELLO, 0, token.encode())
+        return conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        for ftype, rid, payload in self._reader.feed(data):
+            call = self.calls.get(rid)
+            if call is not None:
+                call._on_frame(ftype, payload)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closed = True
+        for call in list(self.calls.values()):
+            call._fail(
+                ReplicaUnavailableError(
+                    f"Lost the connection to replica {self.replica_id}"
+                    + (" after the request started" if call.started else " before the request started"),
+                    started=call.started,
+                )
+            )
+        self.calls.clear()
+
+    def send(self, ftype: int, rid: int, payload: bytes = b"") -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.writelines(encode(ftype, rid, payload))
+
+    def request(self, kind: str, payload: Any) -> TransportCall:
+        """Send a request; the payload tuple is pickled here."""
+        if self.closed:
+            raise ReplicaUnavailableError(f"The connection to replica {self.replica_id} is closed.", started=False)
+        rid = next(self._ids)
+        call = TransportCall(self, rid, kind != UNARY, self.replica_id)
+        self.calls[rid] = call
+        self.send(REQUEST, rid, dumps((kind, payload)))
+        return call
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def close_when_idle(self) -> None:
+        """Close now if no request is in flight, else after the last one completes."""
+        if not self.calls:
+            self.close()
+            return
+        remaining = list(self.calls.values())
+
+        def maybe_close() -> None:
+            if not self.calls:
+                self.close()
+
+        for call in remaining:
+            call.add_done_callback(maybe_close)
+
+
+# ---------------------------------------------------------------------------------------
+# Replica side
+# ---------------------------------------------------------------------------------------
+Handler = Callable[[str, Any, "ServerStream"], Any]
+
+
+class ServerStream:
+    """What a request handler uses to answer: started(), item(), result(), error(), end()."""
+
+    __slots__ = ("_proto", "rid")
+
+    def __init__(self, proto: "ReplicaServerProtocol", rid: int) -> None:
+        self._proto = proto
+        self.rid = rid
+
+    def started(self) -> None:
+        self._proto.send(STARTED, self.rid)
+
+    def item(self, value: Any) -> None:
+        self._proto.send(ITEM, self.rid, dumps(value))
+
+    def result(self, value: Any) -> None:
+        self._proto.send(RESULT, self.rid, dumps(value))
+
+    def end(self) -> None:
+        self._proto.send(END, self.rid)
+
+    def error(self, exc: BaseException, where: str = "") -> None:
+        import traceback
+
+        tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            payload = dumps((exc, tb_text, where))
+            pickle.loads(payload)  # an exception that pickles but cannot be rebuilt is no use
+        except Exception:
+            from ray_serving_ext.exceptions import RayServeException
+
+            payload = dumps((RayServeException(f"{type(exc).__name__}: {exc}\n{tb_text}"), tb_text, where))
+        self._proto.send(ERROR, self.rid, payload)
+
+
+class ReplicaServerProtocol(asyncio.Protocol):
+    """Replica end of one caller's connection."""
+
+    def __init__(self, token: str, handler: Handler) -> None:
+        self._token = token.encode()
+        self._handler = handler
+        self._authed = False
+        self._reader = FrameReader()
+        self._tasks: Dict[int, asyncio.Task] = {}
+        self._transport: Optional[asyncio.Transport] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        for ftype, rid, payload in self._reader.feed(data):
+            if not self._authed:
+                if ftype == HELLO and hmac.compare_digest(payload, self._token):
+                    self._authed = True
+                    continue
+                logger.warning("Rejected a connection that did not authenticate.")
+                if self._transport is not None:
+                    self._transport.close()
+                return
+            if ftype == REQUEST:
+                self._start(rid, payload)
+            elif ftype == CANCEL:
+                task = self._tasks.get(rid)
+                if task is not None:
+                    task.cancel()
+
+    def _start(self, rid: int, payload: bytes) -> None:
+        stream = ServerStream(self, rid)
+        try:
+            kind, body = pickle.loads(payload)
+        except Exception as exc:
+            stream.error(exc)
+            return
+        task = asyncio.ensure_future(self._handler(kind, body, stream))
+        self._tasks[rid] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(rid, None))
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        # The caller is gone (proxy restarted, client process exited): stop its work.
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._transport = None
+
+    def send(self, ftype: int, rid: int, payload: bytes = b"") -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(encode(ftype, rid, payload))
+
+
+async def start_server(token: str, handler: Handler, host: str = "0.0.0.0") -> Tuple[asyncio.AbstractServer, int]:
+    """Listen on a free port; returns the server and the port."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: ReplicaServerProtocol(token, handler), host, 0, reuse_address=True)
+    port = server.sockets[0].getsockname()[1]
+    return server, port
