@@ -27,7 +27,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import ray
 from pydantic import BaseModel, ValidationError
 
-from ray_serving_ext._private.build import BuiltApplication, _collect, _unique_names, build_app
+from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
 from ray_serving_ext.config import (
     DeploymentSchema,
     ServeApplicationSchema,
@@ -233,11 +233,32 @@ def _module_digest(obj: Any) -> str:
         return ""
 
 
-def _code_version(build_version: str, explicit: bool, import_path: str, env: Dict[str, Any], digest: str) -> str:
-    """Changes with the import path, the runtime_env, the code and its constructor
-    args; never with options that are applied in place. An explicit `version`
-    set in code stands in for the code and args."""
-    parts = [import_path, json.dumps(env, sort_keys=True, default=str), build_version, "" if explicit else digest]
+def _source_of(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _code_version(spec: DeploymentSpec, served: Any, import_path: str, env: Dict[str, Any]) -> str:
+    """A version that changes with the import path, the runtime_env, the served
+    code (its source and its module's file) and the constructor args, and never
+    with options applied in place (num_replicas, user_config, ...).
+
+    Deterministic across processes, unlike a hash of the pickled class (classes
+    pickled by value carry a per-process id). An explicit `version` set in code
+    stands in for the code and args.
+    """
+    parts = [import_path, json.dumps(env, sort_keys=True, default=str)]
+    explicit = spec.explicit_options.get("version")
+    if explicit:
+        parts.append(f"version={explicit}")
+    else:
+        name = f"{getattr(served, '__module__', '')}.{getattr(served, '__qualname__', '')}"
+        code = [_source_of(served), _module_digest(served)]
+        if not any(code):  # nothing stable to go by: the pickled code itself
+            code.append(hashlib.sha256(spec.serialized_def).hexdigest())
+        parts += [name, *code, hashlib.sha256(spec.serialized_init_args).hexdigest()]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
@@ -267,9 +288,7 @@ def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[st
         if env or child:
             opts["runtime_env"] = merge_runtime_envs(env, child)
         spec.config["ray_actor_options"] = opts
-        explicit = bool(spec.explicit_options.get("version"))
-        digest = _module_digest(served.get(spec.name))
-        spec.code_version = _code_version(spec.code_version, explicit, app.import_path, env, digest)
+        spec.code_version = _code_version(spec, served.get(spec.name), app.import_path, env)
     return built
 
 

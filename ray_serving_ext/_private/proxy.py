@@ -18,6 +18,7 @@ import ray
 
 from ray_serving_ext._private import transport
 from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
+from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, CONTROLLER_NAME, REQUEST_ID_HEADER, SERVE_NAMESPACE
 from ray_serving_ext._private.http_util import forwardable_scope, send_plain
 from ray_serving_ext._private.logging_utils import configure_component_logger
@@ -237,7 +238,12 @@ async def _read_body(receive: Any) -> bytes:
 
 
 class ProxyActor:
-    """Actor wrapper: starts uvicorn on its node and follows the controller's routes."""
+    """Actor wrapper: starts uvicorn on its node and follows the controller's routes.
+
+    The server, its routers and the long poll run on a uvloop thread of their
+    own (the actor's loop is plain asyncio); actor methods reach it through
+    run_coroutine_threadsafe.
+    """
 
     def __init__(self, node_id: str, http_options: Dict[str, Any]) -> None:
         self._node_id = node_id
@@ -248,22 +254,23 @@ class ProxyActor:
         self._long_poll: Optional[LongPollClient] = None
         self._started_at = time.time()
         configure_component_logger("proxy", node_id[:16])
+        self._loop = get_router_loop()
         # Start serving right away, so a proxy restarted by Ray serves again
         # without waiting for the controller to notice.
-        try:
-            asyncio.get_event_loop().create_task(self._start())
-        except RuntimeError:
-            pass  # no loop here: ready() starts it
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+
+    async def _on_loop(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def ready(self) -> Dict[str, Any]:
         """Start serving (once); returns where. Raises if the port cannot be bound."""
-        if self._serve_task is None:
-            await self._start()
-        while self._server is None:
-            await asyncio.sleep(0.01)
+        return await self._on_loop(self._ready())
+
+    async def _ready(self) -> Dict[str, Any]:
+        await self._start()
         deadline = time.monotonic() + 30
         while not self._server.started:
-            if self._serve_task.done():
+            if self._serve_task is not None and self._serve_task.done():
                 exc = self._serve_task.exception()
                 raise RuntimeError(
                     f"HTTP proxy failed to start on {self._http_options.get('host')}:{self._http_options.get('port')}: "
@@ -279,7 +286,6 @@ class ProxyActor:
 
         if self._serve_task is not None:
             return
-
         loop = asyncio.get_running_loop()
         self._long_poll = LongPollClient(_controller, {"routes": self._app.update_routes}, loop)
         config = uvicorn.Config(
@@ -290,6 +296,7 @@ class ProxyActor:
             access_log=False,
             log_level="warning",
             http="httptools",
+            loop="none",
             timeout_keep_alive=int(self._http_options.get("keep_alive_timeout_s") or 5),
         )
         self._server = uvicorn.Server(config)
@@ -297,13 +304,14 @@ class ProxyActor:
 
     async def check_health(self) -> None:
         await self.ready()
-        if self._serve_task is not None and self._serve_task.done():
-            raise RuntimeError("The HTTP server has stopped.")
 
     async def get_num_requests(self) -> int:
         return self._app.num_requests
 
     async def prepare_for_shutdown(self) -> None:
+        await self._on_loop(self._shutdown())
+
+    async def _shutdown(self) -> None:
         self._app.draining = True
         if self._long_poll is not None:
             self._long_poll.stop()
