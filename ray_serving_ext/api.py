@@ -129,9 +129,19 @@ def start(
 
             checkpoint = make_checkpoint_manager(checkpoint_path)
             preflight_checkpoint(checkpoint)  # a corrupt checkpoint fails here, before anything starts
-        controller = create_controller(http, location, detached, checkpoint)
+        controller = create_controller(http, location, detached, checkpoint, _logging_config_dict(logging_config))
         _client = ServeControllerClient(controller)
         _wait_for_proxies(_client, timeout_s=60)
+
+
+def _logging_config_dict(logging_config: Any) -> Optional[Dict[str, Any]]:
+    if logging_config is None:
+        return None
+    from ray_serving_ext.config import LoggingConfig
+
+    if isinstance(logging_config, dict):
+        logging_config = LoggingConfig(**logging_config)
+    return logging_config.model_dump()
 
 
 def _wait_for_proxies(client: ServeControllerClient, timeout_s: float) -> None:
@@ -173,6 +183,10 @@ def run(
     client = _get_client()
     built = build_app(target, name, route_prefix)
     _apply_job_runtime_env(built)
+    if logging_config is not None:
+        for spec in built.deployments:
+            if not spec.config.get("logging_config"):
+                spec.config["logging_config"] = _logging_config_dict(logging_config)
     client.deploy_application(built, None)
     client.wait_for_application_running(name)
     handle = DeploymentHandle(built.ingress, name)

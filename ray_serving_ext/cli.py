@@ -19,7 +19,6 @@ import os
 import pathlib
 import signal
 import socket
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 from ray_serving_ext._private.client import ServeControllerClient, find_controller
 from ray_serving_ext._private.config_deploy import (
     AppBuildError,
+    build_apps,
     build_config_from_import_paths,
     deploy_config,
 )
@@ -108,7 +108,7 @@ def _host_port(address: str) -> Optional[Tuple[str, int]]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         return None
-    return host.split("://")[-1] or "127.0.0.1", int(port)
+    return host.split("://")[-1].strip("[]") or "127.0.0.1", int(port)
 
 
 def _try_connect(address: str, kwargs: Dict[str, Any]) -> Optional[str]:
@@ -162,11 +162,13 @@ def _require_client(address: str) -> ServeControllerClient:
     return client
 
 
-def _ensure_serve(http_options: Optional[HTTPOptions], proxy_location: str) -> ServeControllerClient:
+def _ensure_serve(
+    http_options: Optional[HTTPOptions], proxy_location: str, warn_if_different: bool = False
+) -> ServeControllerClient:
     """The running instance's client, starting a detached instance when there is none.
 
-    An instance that is already running keeps its HTTP options; a warning says so
-    if `http_options` differ from them.
+    An instance that is already running keeps its HTTP options; with
+    `warn_if_different`, a warning says so if `http_options` differ from them.
     """
     client = _client()
     if client is None:
@@ -177,7 +179,7 @@ def _ensure_serve(http_options: Optional[HTTPOptions], proxy_location: str) -> S
         if client is None:
             raise _fail("Serve did not start on the Ray cluster.")
         return client
-    if http_options is not None:
+    if warn_if_different and http_options is not None:
         current = client.get_http_config()
         wanted = {"host": http_options.host, "port": http_options.port}
         if any(current.get(k) != v for k, v in wanted.items()):
@@ -250,14 +252,28 @@ def load_target(
         raise _fail(f"Invalid application '{target}':\n{format_validation_error(exc)}") from None
 
 
-def _deploy(client: ServeControllerClient, schema: ServeDeploySchema, declarative: bool) -> List[str]:
+def _serve_for(schema: ServeDeploySchema, is_file: bool) -> ServeControllerClient:
+    """The instance to deploy `schema` to: a config file's http_options and
+    proxy_location start it if needed (an import path gets the defaults of
+    `serve.start`); a warning says when a running instance listens elsewhere
+    than the file's explicit http_options."""
+    http = schema.http_options.to_http_options() if is_file else None
+    explicit = is_file and "http_options" in schema.model_fields_set
+    return _ensure_serve(http, schema.proxy_location.value, warn_if_different=explicit)
+
+
+def _deploy(schema: ServeDeploySchema, is_file: bool, declarative: bool) -> Tuple[ServeControllerClient, List[str]]:
+    """Build every app, then (starting Serve if needed) deploy them: a config
+    that cannot be built changes nothing on the cluster."""
     try:
-        result = deploy_config(client, schema, declarative=declarative)
+        built = build_apps(list(schema.applications))
+        client = _serve_for(schema, is_file)
+        result = deploy_config(client, schema, declarative=declarative, built=built)
     except (AppBuildError, RayServeException) as exc:
         raise _fail(str(exc)) from None
     if result.deleted:
         click.echo(f"Deleting applications not in the config: {', '.join(result.deleted)}.", err=True)
-    return result.deployed
+    return client, result.deployed
 
 
 # ---------------------------------------------------------------------------- commands
@@ -331,10 +347,9 @@ def deploy(
 ) -> None:
     """Validate, build, send the goal, return without waiting for RUNNING."""
     env = _runtime_env(runtime_env_json, working_dir)
-    schema, _ = load_target(config_or_import_path, arguments, name, None, env)
+    schema, is_file = load_target(config_or_import_path, arguments, name, None, env)
     connect(address)
-    client = _ensure_serve(schema.http_options.to_http_options(), schema.proxy_location.value)
-    _deploy(client, schema, declarative=True)
+    _deploy(schema, is_file, declarative=True)
     click.echo(
         "\nSent deploy request successfully.\n"
         f" * Use `{PROG_NAME} status` to check applications' statuses.\n"
@@ -386,10 +401,13 @@ def run(
     env = _runtime_env(runtime_env_json, working_dir)
     schema, is_file = load_target(config_or_import_path, arguments, name, route_prefix, env)
     connect(address, allow_local=True, log_to_driver=blocking)
-    http = schema.http_options.to_http_options() if is_file else None
-    client = _ensure_serve(http, schema.proxy_location.value)
-    names = _deploy(client, schema, declarative=is_file)
-    _wait_running(client, names)
+    client, names = _deploy(schema, is_file, declarative=is_file)
+    try:
+        _wait_running(client, names)
+    except click.ClickException:
+        if blocking:  # as `serve run`: a run that cannot come up leaves nothing behind
+            client.shutdown()
+        raise
     if blocking:
         _block_then_shutdown(client)
 

@@ -29,7 +29,11 @@ def find_controller() -> Optional[Any]:
 
 
 def create_controller(
-    http_options: Dict[str, Any], proxy_location: str, detached: bool, checkpoint: Any = None
+    http_options: Dict[str, Any],
+    proxy_location: str,
+    detached: bool,
+    checkpoint: Any = None,
+    logging_config: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """Start the controller actor (detached, restartable) and wait until it answers."""
     from ray_serving_ext._private.controller import ServeController
@@ -48,7 +52,7 @@ def create_controller(
         max_concurrency=100_000,
         get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True),
-    ).remote(http_options, proxy_location, detached, owner_job_id, checkpoint)
+    ).remote(http_options, proxy_location, detached, owner_job_id, checkpoint, logging_config)
     ray.get(controller.ready.remote(), timeout=120)
     return controller
 

@@ -275,7 +275,11 @@ def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[st
     Raises AppBuildError (naming the app and import path) for any failure.
     """
     env = dict(app.runtime_env if runtime_env is None else runtime_env)
-    root = call_app_builder(_import_target(app.import_path, app.name), app.args, app.import_path)
+    target = _import_target(app.import_path, app.name)
+    try:
+        root = call_app_builder(target, app.args, app.import_path)
+    except AppBuildError as exc:
+        raise AppBuildError(f"Application '{app.name}': {exc}") from None
     overrides = {d.name: d.overrides() for d in app.deployments}
     root, served = apply_overrides(root, overrides, app.name)
     try:
@@ -353,9 +357,15 @@ def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[
     if local:
         return _collect_results([_build_in_worker(app, app.runtime_env) for app in apps])
     task = _get_build_task()
-    envs = [upload_runtime_env(app.runtime_env, app.name) for app in apps]
-    refs = [task.options(runtime_env=env or None).remote(app, env) for app, env in zip(apps, envs)]
-    return _collect_results([_get_result(app, ref) for app, ref in zip(apps, refs)])
+    pending: List[Any] = []
+    for app in apps:
+        try:
+            env = upload_runtime_env(app.runtime_env, app.name)
+        except AppBuildError as exc:
+            pending.append(("error", str(exc)))
+            continue
+        pending.append(task.options(runtime_env=env or None).remote(app, env))
+    return _collect_results([p if isinstance(p, tuple) else _get_result(a, p) for a, p in zip(apps, pending)])
 
 
 def _get_result(app: ServeApplicationSchema, ref: Any) -> Tuple[str, Any]:
@@ -416,16 +426,23 @@ def app_config_dict(app: ServeApplicationSchema) -> Dict[str, Any]:
     return app.model_dump(mode="json", exclude_unset=True)
 
 
-def deploy_config(client: Any, schema: ServeDeploySchema, declarative: bool = True) -> DeployResult:
+def deploy_config(
+    client: Any,
+    schema: ServeDeploySchema,
+    declarative: bool = True,
+    built: Optional[List[BuiltApplication]] = None,
+) -> DeployResult:
     """Deploy every application of `schema`; with `declarative`, delete running
     applications the file does not name.
 
-    Every app is built (imported, overrides applied) and route prefixes are
-    checked before anything changes on the cluster: a failure raises
-    AppBuildError and leaves the running apps as they were. Returns once the
-    controller has the new goal, without waiting for RUNNING.
+    Every app is built (imported, overrides applied; or `built`, from
+    `build_apps(schema.applications)`) and route prefixes are checked before
+    anything changes on the cluster: a failure raises AppBuildError and leaves
+    the running apps as they were. Returns once the controller has the new
+    goal, without waiting for RUNNING.
     """
-    built = build_apps(list(schema.applications))
+    if built is None:
+        built = build_apps(list(schema.applications))
     wanted = {b.name for b in built}
     running = {
         name: status.route_prefix

@@ -22,6 +22,7 @@ from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_na
 from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, SERVE_NAMESPACE
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
+from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
 from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext._private.router import replicas_key
@@ -39,6 +40,7 @@ class ServeController:
         detached: bool = True,
         owner_job_id: Optional[str] = None,
         checkpoint: Optional[CheckpointManager] = None,
+        logging_config: Optional[Dict[str, Any]] = None,
     ) -> None:
         configure_component_logger("controller", "")
         self._http_options = http_options
@@ -47,9 +49,11 @@ class ServeController:
         self._owner_job_id = owner_job_id
         self._checkpoint = checkpoint or CheckpointManager(RayInternalKVStore())
         self._long_poll = LongPollHost()
+        self._metrics = MetricsStore()
         self._deployments = DeploymentStateManager(self._broadcast_deployment)
         self._apps = ApplicationStateManager(self._deployments, self._broadcast_routes)
-        self._proxies = ProxyStateManager(http_options, proxy_location)
+        self._logging_config = logging_config or {}
+        self._proxies = ProxyStateManager(http_options, proxy_location, self._logging_config)
         self._shutting_down = False
         self._dirty = False
         self._started_at = time.time()
@@ -200,6 +204,20 @@ class ServeController:
 
     async def get_proxy_details(self) -> Dict[str, Any]:
         return {node: {"status": rec.status.value, "error": rec.error} for node, rec in self._proxies.proxies.items()}
+
+    async def record_metrics(self, report: Dict[str, Any]) -> None:
+        """A process's metrics text and its callers' load per deployment (for autoscaling)."""
+        source = report.get("source", "")
+        if report.get("metrics"):
+            self._metrics.record(source, report["metrics"])
+        for key, value in report.get("load", {}).items():
+            app_name, _, name = key.partition("#")
+            state = self._deployments.get(DeploymentID(name, app_name))
+            if state is not None:
+                state.record_load(source, value)
+
+    async def get_metrics_text(self) -> str:
+        return self._metrics.render()
 
     async def report_dead_replica(self, app_name: str, deployment: str, replica_id: str, reason: str) -> None:
         state = self._deployments.get(DeploymentID(deployment, app_name))

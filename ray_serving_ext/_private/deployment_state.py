@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import ray
 
+from ray_serving_ext._private import metrics
+from ray_serving_ext._private.autoscaling import AutoscalingState
 from ray_serving_ext._private.build import DeploymentSpec
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo
 from ray_serving_ext._private.constants import (
@@ -80,7 +82,7 @@ class DeploymentState:
         self.failed_starts = 0
         self._infeasible_checked = False
         self._last_broadcast: Any = None
-        self.autoscaling_target: Optional[int] = None
+        self.autoscaling: Optional[AutoscalingState] = None
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -101,18 +103,25 @@ class DeploymentState:
         self._broadcast_if_changed(force=True)
 
     def _initial_target(self, config: DeploymentConfig) -> int:
-        if config.autoscaling_config is None:
-            return int(config.num_replicas or 0)
-        current = self.autoscaling_target
         auto = config.autoscaling_config
-        if current is None:
-            return config.initial_num_replicas()
-        return max(auto.min_replicas, min(auto.max_replicas, current))
+        if auto is None:
+            self.autoscaling = None
+            return int(config.num_replicas or 0)
+        if self.autoscaling is None:  # a redeploy keeps the current scale and load history
+            self.autoscaling = AutoscalingState(auto, config.initial_num_replicas())
+        else:
+            self.autoscaling.update_config(auto)
+        return self.autoscaling.target
 
-    def set_autoscaling_target(self, num: int) -> None:
-        self.autoscaling_target = num
-        if not self.deleting and self.config.autoscaling_config is not None:
-            self.target_num_replicas = num
+    def record_load(self, source: str, value: float) -> None:
+        if self.autoscaling is not None:
+            self.autoscaling.window.record(source, value)
+
+    def autoscale(self) -> None:
+        """One autoscaling decision (no-op without autoscaling_config)."""
+        if self.autoscaling is None or self.deleting or self.spec is None:
+            return
+        self.target_num_replicas = self.autoscaling.decide()
 
     def delete(self) -> None:
         self.deleting = True
@@ -125,12 +134,14 @@ class DeploymentState:
     def update(self) -> None:
         if self.spec is None and not self.replicas:
             return
+        self.autoscale()
         self._poll_pending()
         self._poll_health()
         self._poll_stopping()
         self._scale()
         self._update_status()
         self._broadcast_if_changed()
+        self.export_gauges()
 
     def _records(self, *states: ReplicaState) -> List[ReplicaRecord]:
         return [r for r in self.replicas.values() if r.state in states]
@@ -181,6 +192,11 @@ class DeploymentState:
                 rec.stop(graceful=False, timeout_s=0)
         for rec in self._records(ReplicaState.RUNNING):
             ok = rec.poll_health(period, timeout)
+            if ok is not None:
+                labels = (self.id.name, rec.replica_id, self.id.app_name)
+                metrics.REPLICA_HEALTHY.labels(*labels).set(1 if ok else 0)
+                if not ok:
+                    metrics.HEALTH_CHECK_FAILURES.labels(*labels).inc()
             if ok is False and rec.health_failures >= HEALTH_CHECK_FAILURE_THRESHOLD:
                 self.last_error = f"Replica {rec.replica_id} failed health checks: {rec.last_health_error}"
                 logger.warning("%s; replacing it.", self.last_error)
@@ -191,7 +207,7 @@ class DeploymentState:
 
     def mark_replica_dead(self, replica_id: str, reason: str) -> None:
         rec = self.replicas.get(replica_id)
-        if rec is not None and rec.state != ReplicaState.STOPPING:
+        if rec is not None and rec.state not in (ReplicaState.STOPPING, ReplicaState.STARTING):
             self.last_error = f"Replica {replica_id} died: {reason}"
             rec.stop(graceful=False, timeout_s=0)
 
@@ -199,6 +215,19 @@ class DeploymentState:
         for rec in self._records(ReplicaState.STOPPING):
             if rec.poll_stopped():
                 del self.replicas[rec.replica_id]
+                try:
+                    metrics.REPLICA_HEALTHY.remove(self.id.name, rec.replica_id, self.id.app_name)
+                except KeyError:
+                    pass
+
+    def export_gauges(self) -> None:
+        counts = self.replica_state_counts()
+        for state in ReplicaState:
+            metrics.NUM_REPLICAS.labels(self.id.name, self.id.app_name, state.value).set(counts.get(state.value, 0))
+        metrics.TARGET_REPLICAS.labels(self.id.name, self.id.app_name).set(self.target_num_replicas)
+        if self.autoscaling is not None:
+            metrics.DESIRED_REPLICAS.labels(self.id.name, self.id.app_name).set(self.autoscaling.last_desired)
+            metrics.AUTOSCALING_LOAD.labels(self.id.name, self.id.app_name).set(self.autoscaling.last_total)
 
     # ---- scaling and rollout ----------------------------------------------------------
     def _deploy_failed(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import time
 from typing import Any, Dict, Optional
@@ -62,15 +63,24 @@ def configure_component_logger(
     for handler in list(logger.handlers):
         if getattr(handler, "_serve_component", False):
             logger.removeHandler(handler)
-    handler = logging.FileHandler(path)
-    handler._serve_component = True  # type: ignore[attr-defined]
+    file_handler = logging.FileHandler(path)
     if str(encoding).upper() == "JSON":
-        handler.setFormatter(JSONFormatter())
+        file_handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(
+        file_handler.setFormatter(
             logging.Formatter(f"%(levelname)s %(asctime)s {component} {component_id} %(filename)s:%(lineno)d - %(message)s")
         )
+    # Access lines are buffered (flushed every push interval, at once for warnings)
+    # so writing one per request does not cost a write system call each.
+    handler = logging.handlers.MemoryHandler(capacity=512, flushLevel=logging.WARNING, target=file_handler)
+    handler._serve_component = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level if isinstance(level, int) else str(level).upper())
     logger.propagate = False  # keep serve logs out of the driver's console
     return path
+
+
+def flush_logs() -> None:
+    """Write out buffered log records of this process."""
+    for handler in logging.getLogger(SERVE_LOGGER_NAME).handlers:
+        handler.flush()

@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ray
 
-from ray_serving_ext._private import transport
-from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
+from ray_serving_ext._private import metrics, transport
+from ray_serving_ext._private.common import get_controller_handle, DeploymentID, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, CONTROLLER_NAME, REQUEST_ID_HEADER, SERVE_NAMESPACE
 from ray_serving_ext._private.http_util import forwardable_scope, send_plain
-from ray_serving_ext._private.logging_utils import configure_component_logger
+from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
@@ -31,7 +31,7 @@ logger = logging.getLogger("ray_serving_ext.proxy")
 
 
 def _controller() -> Any:
-    return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    return get_controller_handle()
 
 
 def match_route(routes: List[Tuple[str, str, str]], path: str) -> Optional[Tuple[str, str, str]]:
@@ -52,6 +52,7 @@ class ProxyASGIApp:
         self.routers: Dict[DeploymentID, Router] = {}
         self.draining = False
         self.num_requests = 0
+        self.access_log = True
 
     def update_routes(self, routes: Dict[str, Dict[str, str]]) -> None:
         entries = [(prefix, r["app_name"], r["deployment"]) for prefix, r in routes.items()]
@@ -81,6 +82,9 @@ class ProxyASGIApp:
             else:
                 await send_plain(send, 200, "success")
             return
+        if path == "/-/metrics":
+            await self._serve_metrics(send)
+            return
         if path == "/-/routes":
             body = json.dumps({prefix: app for prefix, app, _ in self.routes})
             await send({"type": "http.response.start", "status": 200,
@@ -89,9 +93,51 @@ class ProxyASGIApp:
             return
         await self._proxy_request(scope, receive, send)
 
+    async def _serve_metrics(self, send: Any) -> None:
+        """Prometheus text of the whole instance (every proxy, replica and handle)."""
+        try:
+            text = await asyncio.wait_for(_controller().get_metrics_text.remote(), 10)
+            status = 200
+        except Exception as exc:
+            text, status = f"# metrics unavailable: {exc}\n", 503
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": text.encode()})
+
     async def _proxy_request(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
-        self.num_requests += 1
+        start = time.perf_counter()
+        status_box = [0]
+        app_box = [""]
+
+        async def tracking_send(message: Dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
         request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
+        try:
+            await self._handle_request(scope, receive, tracking_send, request_id, app_box)
+        finally:
+            self._record(scope, request_id, app_box[0], status_box[0], start)
+
+    def _record(self, scope: Dict[str, Any], request_id: str, app_name: str, status: int, start: float) -> None:
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        method = scope.get("method", "")
+        match = match_route(self.routes, scope["path"])
+        route = match[0] if match else ""
+        code = str(status or 499)  # 499: the client went away before an answer
+        metrics.HTTP_REQUESTS.labels(route, method, app_name, code).inc()
+        metrics.HTTP_LATENCY.labels(route, app_name, method, code).observe(elapsed_ms)
+        if not status or status >= 400:
+            metrics.HTTP_ERRORS.labels(route, code, method, app_name).inc()
+        if self.access_log:
+            logger.info("%s %s %s %s %.1fms", request_id, method, scope["path"], code, elapsed_ms,
+                        extra={"request_id": request_id, "route": route, "method": method,
+                               "status": code, "app": app_name, "duration_ms": round(elapsed_ms, 3)})
+
+    async def _handle_request(self, scope: Dict[str, Any], receive: Any, send: Any, request_id: str,
+                              app_box: List[str]) -> None:
+        self.num_requests += 1
         rid_header = [(REQUEST_ID_HEADER, request_id)]
         match = match_route(self.routes, scope["path"])
         if match is None:
@@ -102,6 +148,7 @@ class ProxyASGIApp:
             )
             return
         prefix, app_name, deployment = match
+        app_box[0] = app_name
         body = await _read_body(receive)
         meta = RequestMetadata(
             request_id=request_id, app_name=app_name, route=prefix,
@@ -115,7 +162,8 @@ class ProxyASGIApp:
             done, _ = await asyncio.wait(
                 {forward, disconnect}, timeout=self.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
-            if forward in done:
+            if forward in done or (disconnect in done and state.finished):
+                # uvicorn reports a disconnect as soon as the response is complete.
                 await self._finish(forward, state, send, rid_header)
             elif disconnect in done:
                 forward.cancel()
@@ -133,7 +181,7 @@ class ProxyASGIApp:
 
     async def _finish(self, forward: asyncio.Future, state: "_RequestState", send: Any, rid_header: list) -> None:
         try:
-            forward.result()
+            await forward
         except BackPressureError as exc:
             await send_plain(send, 503, exc.message, rid_header + [("retry-after", str(BACKPRESSURE_RETRY_AFTER_S))])
         except DeploymentUnavailableError as exc:
@@ -168,6 +216,8 @@ class ProxyASGIApp:
                     if message["type"] == "http.response.start":
                         message = _with_request_id(message, state.meta.request_id)
                         state.started = True
+                    elif not message.get("more_body", False):
+                        state.finished = True
                     await send(message)
         except transport.ReplicaUnavailableError as exc:
             router.mark_dead(call.replica_id)
@@ -179,13 +229,14 @@ _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 
 
 class _RequestState:
-    __slots__ = ("meta", "scope", "body", "started")
+    __slots__ = ("meta", "scope", "body", "started", "finished")
 
     def __init__(self, meta: RequestMetadata, scope: Dict[str, Any], body: bytes) -> None:
         self.meta = meta
         self.scope = scope
         self.body = body
         self.started = False
+        self.finished = False
 
 
 class _ReplicaDied(Exception):
@@ -245,15 +296,20 @@ class ProxyActor:
     run_coroutine_threadsafe.
     """
 
-    def __init__(self, node_id: str, http_options: Dict[str, Any]) -> None:
+    def __init__(self, node_id: str, http_options: Dict[str, Any], logging_config: Optional[Dict[str, Any]] = None) -> None:
         self._node_id = node_id
         self._http_options = http_options
         self._app = ProxyASGIApp(http_options.get("request_timeout_s"), node_id)
+        logging_config = logging_config or {}
+        self._app.access_log = logging_config.get("enable_access_log", True)
         self._server: Any = None
         self._serve_task: Optional[asyncio.Task] = None
         self._long_poll: Optional[LongPollClient] = None
         self._started_at = time.time()
-        configure_component_logger("proxy", node_id[:16])
+        configure_component_logger(
+            "proxy", node_id[:16], encoding=logging_config.get("encoding", "TEXT"),
+            level=logging_config.get("log_level", "INFO"), logs_dir=logging_config.get("logs_dir"),
+        )
         self._loop = get_router_loop()
         # Start serving right away, so a proxy restarted by Ray serves again
         # without waiting for the controller to notice.
@@ -288,6 +344,7 @@ class ProxyActor:
             return
         loop = asyncio.get_running_loop()
         self._long_poll = LongPollClient(_controller, {"routes": self._app.update_routes}, loop)
+        metrics.get_pusher(loop, _controller).add_flusher(flush_logs)
         config = uvicorn.Config(
             self._app,
             host=self._http_options.get("host") or "127.0.0.1",
@@ -295,6 +352,8 @@ class ProxyActor:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            # No dictConfig: it would close every logging handler in the process, ours included.
+            log_config=None,
             http="httptools",
             loop="none",
             timeout_keep_alive=int(self._http_options.get("keep_alive_timeout_s") or 5),

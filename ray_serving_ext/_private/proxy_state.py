@@ -49,8 +49,10 @@ class ProxyRecord:
 class ProxyStateManager:
     """Creates, health-checks and removes proxies as nodes come and go."""
 
-    def __init__(self, http_options: Dict[str, Any], proxy_location: str) -> None:
+    def __init__(self, http_options: Dict[str, Any], proxy_location: str,
+                 logging_config: Optional[Dict[str, Any]] = None) -> None:
         self.http_options = http_options
+        self.logging_config = logging_config or {}
         self.proxy_location = proxy_location
         self.proxies: Dict[str, ProxyRecord] = {}
         self._last_nodes_check = 0.0
@@ -74,7 +76,7 @@ class ProxyStateManager:
             max_concurrency=100_000,
             get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(node_id, self.http_options)
+        ).remote(node_id, self.http_options, self.logging_config)
         self.proxies[node_id] = ProxyRecord(node_id, actor)
 
     def update(self) -> None:

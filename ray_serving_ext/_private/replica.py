@@ -23,11 +23,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, O
 
 import ray
 
-from ray_serving_ext._private import transport
-from ray_serving_ext._private.common import RequestMetadata
+from ray_serving_ext._private import metrics, transport
+from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
+from ray_serving_ext._private.common import get_controller_handle, RequestMetadata
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
-from ray_serving_ext._private.logging_utils import configure_component_logger
+from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.user_callable import UserCallable
 from ray_serving_ext.config import DeploymentConfig
 from ray_serving_ext.context import ReplicaContext, RequestContext, _set_replica_context, _set_request_context
@@ -110,7 +111,14 @@ class ReplicaActor:
         self._loop = get_router_loop()
         self._context = ReplicaContext(app_name, deployment_name, replica_id, replica_id)
         _set_replica_context(self._context)
-        self._log_path = configure_component_logger("replica", f"{app_name}_{deployment_name}_{replica_id}")
+        logging_config = self._config.logging_config
+        self._access_log_enabled = logging_config is None or logging_config.enable_access_log
+        self._log_path = configure_component_logger(
+            "replica", f"{app_name}_{deployment_name}_{replica_id}",
+            encoding=logging_config.encoding if logging_config else "TEXT",
+            level=logging_config.log_level if logging_config else "INFO",
+            logs_dir=logging_config.logs_dir if logging_config else None,
+        )
 
     # ---- running things on the serving loop ------------------------------------------------
     async def _on_loop(self, coro: Any) -> Any:
@@ -151,6 +159,11 @@ class ReplicaActor:
         self._user = user
         self._context.servable_object = user.instance
         self._server, self._port = await transport.start_server(self._token, self._handle_transport)
+        pusher = metrics.get_pusher(asyncio.get_running_loop(), _controller)
+        ongoing = metrics.REPLICA_ONGOING.labels(self._deployment_name, self._replica_id, self._app_name)
+        limiter = self._get_limiter()
+        pusher.add_flusher(lambda: ongoing.set(limiter.running + limiter.waiting))
+        pusher.add_flusher(flush_logs)
         logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
 
     async def get_metadata(self) -> Dict[str, Any]:
@@ -240,21 +253,33 @@ class ReplicaActor:
             RequestContext(meta.request_id, meta.app_name, meta.route, meta.multiplexed_model_id)
         )
         status = "OK"
+        failed = False
         try:
             result = await work(user)
             if isinstance(result, tuple) and len(result) == 2 and result[0] == "__http_status__":
                 status = str(result[1])
+                failed = isinstance(result[1], int) and result[1] >= 500
             return result
         except asyncio.CancelledError:
             status = "CANCELLED"
             raise
         except BaseException:
             status = "ERROR"
+            failed = True
             logger.exception("Request %s failed.", meta.request_id)
             raise
         finally:
             _request_context_reset(token)
             limiter.release()
+            self._record(meta, status, start, failed)
+
+    def _record(self, meta: RequestMetadata, status: str, start: float, failed: bool) -> None:
+        labels = (self._deployment_name, self._replica_id, meta.route or "", self._app_name)
+        metrics.REPLICA_REQUESTS.labels(*labels).inc()
+        metrics.REPLICA_LATENCY.labels(*labels).observe((time.perf_counter() - start) * 1000)
+        if failed:
+            metrics.REPLICA_ERRORS.labels(*labels).inc()
+        if self._access_log_enabled:
             self._access_log(meta, status, start)
 
     # ---- the direct transport ------------------------------------------------------------
@@ -358,6 +383,10 @@ class ReplicaActor:
 
 def _noop() -> None:
     return None
+
+
+def _controller() -> Any:
+    return get_controller_handle()
 
 
 async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], None]) -> None:

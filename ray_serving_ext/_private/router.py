@@ -19,8 +19,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import ray
 
-from ray_serving_ext._private import transport
-from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
+from ray_serving_ext._private import metrics, transport
+from ray_serving_ext._private.common import get_controller_handle, DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
 from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
@@ -32,7 +32,7 @@ USE_DIRECT_TRANSPORT = os.environ.get("RAY_SERVE_EXT_TRANSPORT", "tcp").lower() 
 
 
 def _default_controller() -> Any:
-    return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    return get_controller_handle()
 
 
 def replicas_key(deployment_id: DeploymentID) -> str:
@@ -61,9 +61,20 @@ class Router:
         self._updated = asyncio.Event()
         self._waiters: Deque[asyncio.Future] = deque()
         self._conns: Dict[str, transport.ReplicaConnection] = {}
+        self._stopped = False
         self._connecting: Dict[str, asyncio.Future] = {}
         self.num_queued = 0
         self._long_poll = LongPollClient(get_controller, {replicas_key(deployment_id): self.update}, loop)
+        self._pusher = metrics.get_pusher(loop, get_controller)
+        self._pusher.add_load_provider(self.load)
+        self._queued_gauge = metrics.QUEUED.labels(deployment_id.name, deployment_id.app_name)
+
+    def load(self) -> Dict[str, float]:
+        """What this caller asks of the deployment now: queued plus in-flight requests."""
+        self._queued_gauge.set(self.num_queued)
+        if self._stopped:
+            return {}
+        return {self.deployment_id.key: float(self.num_queued + self.num_ongoing)}
 
     # ---- state from the controller -------------------------------------------------
     def update(self, info: DeploymentTargetInfo) -> None:
@@ -86,6 +97,7 @@ class Router:
         self._suspect.add(replica_id)
 
     def stop(self) -> None:
+        self._stopped = True
         self._long_poll.stop()
         for conn in self._conns.values():
             conn.close_when_idle()
@@ -144,8 +156,11 @@ class Router:
                 self.num_queued,
                 self._max_queued,
             )
+            metrics.BACKPRESSURE.labels(self.deployment_id.name, self.deployment_id.app_name).inc()
             raise BackPressureError(num_queued_requests=self.num_queued, max_queued_requests=self._max_queued)
         self.num_queued += 1
+        if not self._replicas:
+            self._pusher.push_soon()  # no replica at all (scaled to zero): tell the controller now
         try:
             while True:
                 waiter = self._loop.create_future()
@@ -346,6 +361,7 @@ class RouterRegistry:
             except RuntimeError:
                 pass
         self._routers.clear()
+        metrics.stop_pusher()
 
 
 _registry = RouterRegistry()

@@ -1,0 +1,171 @@
+"""Benchmark ray_serving_ext against Ray Serve (and the plain-uvicorn ceiling).
+
+    python -m benchmarks.run [--quick] [--out results.json] [--systems ours,rayserve,uvicorn]
+
+Each system is measured in its own subprocess (`benchmarks.serve_bench` with a
+fresh local Ray for ours and Ray Serve, `benchmarks.ceiling` for uvicorn), one
+after the other, never concurrently. Prints a Markdown table with each figure,
+the ratio ours/Ray Serve and PASS/MISS against the issue #5 targets, and writes
+everything as JSON to --out. Exits non-zero if any benchmark step crashed
+(targets are never asserted). --quick is the CI smoke mode: about a second per
+load run, 200 handle calls, and only `ours` unless --systems says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from benchmarks.common import Settings, log
+from benchmarks.loadgen import wrk_available
+from benchmarks.report import compare, format_table
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latest.json"
+ALL_SYSTEMS = ("ours", "rayserve", "uvicorn")
+CHILD_MODULES = {"ours": "benchmarks.serve_bench", "rayserve": "benchmarks.serve_bench", "uvicorn": "benchmarks.ceiling"}
+# Per system subprocess, seconds (quick, full): a normal full run takes ~2 min per Serve system.
+TIMEOUT_S = {"ours": (180, 300), "rayserve": (180, 300), "uvicorn": (60, 120)}
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI smoke mode: a few seconds per system")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated subset of ours,rayserve,uvicorn (default: all; ours with --quick)")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
+                        help="HTTP load generator; auto = wrk if installed, else the Python asyncio client")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per HTTP load run (default 10, quick 1)")
+    args = parser.parse_args(argv)
+    args.systems = _parse_systems(parser, args.systems, args.quick)
+    return args
+
+
+def _parse_systems(parser: argparse.ArgumentParser, value: Optional[str], quick: bool) -> List[str]:
+    if value is None:
+        return ["ours"] if quick else list(ALL_SYSTEMS)
+    systems = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(ALL_SYSTEMS))
+    if unknown or not systems:
+        parser.error(f"--systems: unknown {unknown}; choose from {','.join(ALL_SYSTEMS)}")
+    return systems
+
+
+def choose_loadgen(requested: str) -> str:
+    """wrk when asked for or available; otherwise the Python client, for every system alike."""
+    if requested == "auto":
+        if wrk_available():
+            return "wrk"
+        log("run", "wrk not found: using the Python asyncio load generator for all systems "
+                   "(install wrk with `apt-get install -y wrk` for higher ceilings)")
+        return "python"
+    if requested == "wrk" and not wrk_available():
+        raise SystemExit("--loadgen wrk given but wrk is not installed (apt-get install -y wrk)")
+    return requested
+
+
+def child_env() -> Dict[str, str]:
+    """The environment for a system's subprocess: never attach to someone else's Ray."""
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_system(system: str, settings: Settings, workdir: Path) -> Dict[str, Any]:
+    """Measure one system in its own subprocess and return its result dict."""
+    out = workdir / f"{system}.json"
+    cmd = [sys.executable, "-m", CHILD_MODULES[system], "--system", system, "--out", str(out), *settings.to_args()]
+    log("run", f"=== {system}: {' '.join(cmd[1:])}")
+    loadavg_before = os.getloadavg()
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=child_env(), start_new_session=True)
+    timeout_s = TIMEOUT_S[system][0 if settings.quick else 1]
+    try:
+        code: Optional[int] = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        code = None
+    elapsed = time.monotonic() - start
+    log("run", f"=== {system}: {'timed out' if code is None else f'exit {code}'} after {elapsed:.0f}s")
+    result: Dict[str, Any] = {"system": system}
+    if out.exists():  # the child rewrites it after every step: partial results survive a kill
+        result = json.loads(out.read_text())
+    errors = result.setdefault("errors", {})
+    if code is None:
+        errors["timeout"] = f"killed after {timeout_s}s"
+    elif code != 0 and not errors:
+        errors["subprocess"] = f"exited {code}" + ("" if out.exists() else " without writing a result")
+    result["wall_s"] = elapsed
+    result["loadavg_before_after"] = [loadavg_before, os.getloadavg()]  # 1/5/15-min: how shared the machine was
+    return result
+
+
+def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
+    """Stop the timed-out subprocess started here, and the processes it started (its own session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def metadata(settings: Settings, systems: List[str]) -> Dict[str, Any]:
+    """When, where and how this run was made."""
+    import ray
+
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "-m", "benchmarks.run", *sys.argv[1:]]),
+        "systems": systems,
+        "settings": settings.to_dict(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "ray": ray.__version__,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    settings = Settings.make(args.quick, choose_loadgen(args.loadgen), args.duration)
+    meta = metadata(settings, args.systems)
+    results: Dict[str, Dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        for system in args.systems:
+            results[system] = run_system(system, settings, Path(tmp))
+    meta["loadavg_at_end"] = os.getloadavg()
+    rows = compare(results, settings.handle_calls)
+    failed = {s: sorted(r.get("errors", {})) for s, r in results.items() if r.get("errors")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "systems": results, "comparison": rows, "failed": failed}, indent=2))
+    print(f"\nServe benchmark, {meta['date_utc']}, {meta['cpus']} CPUs, load generator {settings.loadgen}, "
+          f"{settings.duration_s}s per load run{' (quick)' if settings.quick else ''}\n")
+    print(format_table(rows))
+    print(f"\nBetter: 'higher' or 'lower' per row; ours/RS is ours divided by Ray Serve. JSON: {args.out}")
+    if failed:
+        print(f"FAILED steps: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
