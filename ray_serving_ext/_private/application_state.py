@@ -80,9 +80,9 @@ class ApplicationStateManager:
         self.apps: Dict[str, ApplicationState] = {}
         self._last_routes: Optional[Dict[str, Any]] = None
 
-    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
+    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None, check_routes: bool = True) -> None:
         """Make `built` the goal of application `built.name` (raises on a route clash)."""
-        if built.route_prefix is not None:
+        if check_routes and built.route_prefix is not None:
             for other in self.apps.values():
                 if other.name != built.name and not other.deleting and other.route_prefix == built.route_prefix:
                     raise RayServeException(

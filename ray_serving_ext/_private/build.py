@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -53,11 +54,45 @@ class BuiltApplication:
     deployments: List[DeploymentSpec]
 
 
-def _source_hash(obj: Any) -> str:
+def module_digest(obj: Any) -> str:
+    """A hash of the source file of the module defining `obj` ("" if there is none)."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def source_of(obj: Any) -> str:
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError):
         return ""
+
+
+def code_version(func_or_class: Any, serialized_def: bytes, serialized_init: bytes, explicit: Any = None,
+                 extra: tuple = ()) -> str:
+    """A version that changes with the code (its source and its module's file) and
+    the constructor args, never with options applied in place.
+
+    Deterministic across processes, unlike a hash of the pickled class (classes
+    pickled by value carry a per-process id). An explicit `version` stands in
+    for code and args; `extra` (import path, runtime_env) is always included.
+    """
+    parts = [str(p) for p in extra]
+    if explicit:
+        parts.append(f"version={explicit}")
+    else:
+        name = f"{getattr(func_or_class, '__module__', '')}.{getattr(func_or_class, '__qualname__', '')}"
+        code = [source_of(func_or_class), module_digest(func_or_class)]
+        if not any(code):  # nothing stable to go by: the pickled code itself
+            code.append(hashlib.sha256(serialized_def).hexdigest())
+        parts += [name, *code, hashlib.sha256(serialized_init).hexdigest()]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
 def _replace_apps(value: Any, names: Dict[int, str], app_name: str) -> Any:
@@ -132,21 +167,14 @@ def build_app(root: Application, app_name: str, route_prefix: Optional[str]) -> 
         serialized_def = cloudpickle.dumps(dep.func_or_class)
         init = (_replace_apps(list(app.args), names, app_name), _replace_apps(app.kwargs, names, app_name))
         serialized_init = cloudpickle.dumps(init)
-        if options.get("version"):
-            code_version = str(options["version"])
-        else:
-            digest = hashlib.sha256()
-            digest.update(serialized_def)
-            digest.update(serialized_init)
-            digest.update(_source_hash(dep.func_or_class).encode())
-            code_version = digest.hexdigest()[:16]
+        version = code_version(dep.func_or_class, serialized_def, serialized_init, options.get("version"))
         specs.append(
             DeploymentSpec(
                 name=names[id(app)],
                 serialized_def=serialized_def,
                 serialized_init_args=serialized_init,
                 config=config.model_dump(),
-                code_version=code_version,
+                code_version=version,
                 is_function=inspect.isfunction(dep.func_or_class),
                 ingress=app is root,
                 explicit_options={k: v for k, v in options.items() if k != "name"},

@@ -73,6 +73,12 @@ class ServeControllerClient:
     def deploy_application(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
         self._get(self._controller.deploy_application.remote(built, config))
 
+    def deploy_applications(
+        self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool
+    ) -> None:
+        """Make these applications the goal in one step (and, with delete_missing, only these)."""
+        self._get(self._controller.deploy_applications.remote(builts, configs, delete_missing))
+
     def wait_for_application_running(self, name: str, timeout_s: float = -1) -> None:
         """Return when `name` is RUNNING; raise RuntimeError with the reason on DEPLOY_FAILED."""
         start = time.monotonic()

@@ -13,7 +13,6 @@ writes the config `serve build` writes.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import inspect
 import json
@@ -27,7 +26,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import ray
 from pydantic import BaseModel, ValidationError
 
-from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
+from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
 from ray_serving_ext.config import (
     DeploymentSchema,
     ServeApplicationSchema,
@@ -220,46 +219,12 @@ def merge_runtime_envs(parent: Dict[str, Any], child: Dict[str, Any]) -> Dict[st
     return merged
 
 
-def _module_digest(obj: Any) -> str:
-    """A hash of the source file of the module defining `obj` ("" if there is none)."""
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return ""
-
-
-def _source_of(obj: Any) -> str:
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):
-        return ""
-
-
 def _code_version(spec: DeploymentSpec, served: Any, import_path: str, env: Dict[str, Any]) -> str:
-    """A version that changes with the import path, the runtime_env, the served
-    code (its source and its module's file) and the constructor args, and never
-    with options applied in place (num_replicas, user_config, ...).
-
-    Deterministic across processes, unlike a hash of the pickled class (classes
-    pickled by value carry a per-process id). An explicit `version` set in code
-    stands in for the code and args.
-    """
-    parts = [import_path, json.dumps(env, sort_keys=True, default=str)]
-    explicit = spec.explicit_options.get("version")
-    if explicit:
-        parts.append(f"version={explicit}")
-    else:
-        name = f"{getattr(served, '__module__', '')}.{getattr(served, '__qualname__', '')}"
-        code = [_source_of(served), _module_digest(served)]
-        if not any(code):  # nothing stable to go by: the pickled code itself
-            code.append(hashlib.sha256(spec.serialized_def).hexdigest())
-        parts += [name, *code, hashlib.sha256(spec.serialized_init_args).hexdigest()]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+    """build.code_version, also changing with the import path and the runtime_env."""
+    return code_version(
+        served, spec.serialized_def, spec.serialized_init_args, spec.explicit_options.get("version"),
+        extra=(import_path, json.dumps(env, sort_keys=True, default=str)),
+    )
 
 
 def _route_prefix(app: ServeApplicationSchema, root: Application) -> Optional[str]:
@@ -395,32 +360,6 @@ def build_app_from_schema(app: ServeApplicationSchema, *, local: bool = False) -
 # ---------------------------------------------------------------------------- deploy
 
 
-def _deploy_order(built: List[BuiltApplication], holders: Dict[str, Optional[str]]) -> List[BuiltApplication]:
-    """An order in which deploying `built` one by one never clashes on a route
-    prefix with `holders` (app name -> prefix of apps that stay), else AppBuildError."""
-    holders = dict(holders)
-    pending = list(built)
-    order: List[BuiltApplication] = []
-    while pending:
-        ready = [b for b in pending if not _clash(b, holders)]
-        if not ready:
-            clashes = "; ".join(f"'{b.name}' wants {b.route_prefix} held by '{_clash(b, holders)}'" for b in pending)
-            raise AppBuildError(f"Route prefixes clash with running applications: {clashes}.")
-        order.append(ready[0])
-        pending.remove(ready[0])
-        holders[ready[0].name] = ready[0].route_prefix
-    return order
-
-
-def _clash(built: BuiltApplication, holders: Dict[str, Optional[str]]) -> Optional[str]:
-    if built.route_prefix is None:
-        return None
-    for name, prefix in holders.items():
-        if name != built.name and prefix == built.route_prefix:
-            return name
-    return None
-
-
 def app_config_dict(app: ServeApplicationSchema) -> Dict[str, Any]:
     """The app's config as written (fields set in the file only), as plain data."""
     return app.model_dump(mode="json", exclude_unset=True)
@@ -450,18 +389,42 @@ def deploy_config(
         if str(status.status) != "DELETING"
     }
     stale = sorted(n for n in running if n not in wanted) if declarative else []
-    holders = {n: p for n, p in running.items() if n not in stale}
-    order = _deploy_order(built, holders)
+    _check_routes(built, {} if declarative else {n: p for n, p in running.items() if n not in wanted})
     configs = {app.name: app_config_dict(app) for app in schema.applications}
-    if stale:
-        client.delete_apps(stale, blocking=False)
-    for app in order:
-        try:
-            client.deploy_application(app, config=configs[app.name])
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None) or exc
-            raise RayServeException(f"Deploying application '{app.name}' failed: {cause}") from None
-    return DeployResult([b.name for b in order], stale)
+    _apply_app_logging(schema, built)
+    try:
+        # One controller call: every app changes together, or none does.
+        client.deploy_applications(built, [configs[b.name] for b in built], delete_missing=declarative)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        raise RayServeException(f"Deploying the config failed: {cause}") from None
+    return DeployResult([b.name for b in built], stale)
+
+
+def _check_routes(built: List[BuiltApplication], kept: Dict[str, Optional[str]]) -> None:
+    """Raise AppBuildError when two apps of the new goal would share a route prefix."""
+    owners = {prefix: name for name, prefix in kept.items() if prefix is not None}
+    clashes = []
+    for app in built:
+        if app.route_prefix is None:
+            continue
+        if app.route_prefix in owners:
+            clashes.append(f"'{app.name}' wants {app.route_prefix} held by '{owners[app.route_prefix]}'")
+        owners[app.route_prefix] = app.name
+    if clashes:
+        raise AppBuildError(f"Route prefixes clash: {'; '.join(clashes)}.")
+
+
+def _apply_app_logging(schema: ServeDeploySchema, built: List[BuiltApplication]) -> None:
+    """The file's logging_config (top level, then per app) for deployments that set none in code."""
+    by_name = {app.name: app for app in schema.applications}
+    for app in built:
+        config = by_name[app.name].logging_config or schema.logging_config
+        if config is None:
+            continue
+        for spec in app.deployments:
+            if not spec.config.get("logging_config"):
+                spec.config["logging_config"] = config.model_dump()
 
 
 # ---------------------------------------------------------------------------- build (config generation)

@@ -26,6 +26,7 @@ from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
 from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext._private.router import replicas_key
+from ray_serving_ext.exceptions import RayServeException
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
@@ -164,6 +165,32 @@ class ServeController:
             raise RuntimeError("Serve is shutting down.")
         self._apps.deploy(built, config)
         self._dirty = True
+        self._save_checkpoint()
+
+    async def deploy_applications(
+        self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool
+    ) -> None:
+        """Apply a whole config at once: all apps change, or (on a route clash) none does."""
+        if self._shutting_down:
+            raise RuntimeError("Serve is shutting down.")
+        wanted = {b.name for b in builts}
+        kept = [] if delete_missing else [
+            (name, app.route_prefix) for name, app in self._apps.apps.items() if name not in wanted and not app.deleting
+        ]
+        owners: Dict[str, str] = {}
+        for name, prefix in [(b.name, b.route_prefix) for b in builts] + kept:
+            if prefix is None:
+                continue
+            if prefix in owners:
+                raise RayServeException(
+                    f"Prefix {prefix} is used by both application \"{owners[prefix]}\" and \"{name}\"."
+                )
+            owners[prefix] = name
+        if delete_missing:
+            for name in [n for n in self._apps.apps if n not in wanted]:
+                self._apps.delete(name)
+        for built, config in zip(builts, configs):
+            self._apps.deploy(built, config, check_routes=False)
         self._save_checkpoint()
 
     async def delete_apps(self, names: List[str]) -> None:

@@ -14,12 +14,10 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import ray
-
 from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.common import get_controller_handle, DeploymentID, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
-from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, CONTROLLER_NAME, REQUEST_ID_HEADER, SERVE_NAMESPACE
+from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, REQUEST_ID_HEADER
 from ray_serving_ext._private.http_util import forwardable_scope, send_plain
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.long_poll import LongPollClient

@@ -24,7 +24,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, O
 import ray
 
 from ray_serving_ext._private import metrics, transport
-from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.common import get_controller_handle, RequestMetadata
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response

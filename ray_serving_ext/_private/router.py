@@ -21,7 +21,6 @@ import ray
 
 from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.common import get_controller_handle, DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
-from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 

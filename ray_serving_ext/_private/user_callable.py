@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Tuple
 
 from ray import cloudpickle
 

@@ -242,8 +242,8 @@ class FakeClient:
     def delete_apps(self, names: List[str], blocking: bool = True) -> None:
         self.calls.append(("delete", tuple(names), blocking))
 
-    def deploy_application(self, built: Any, config: Optional[Dict[str, Any]] = None) -> None:
-        self.calls.append(("deploy", built.name, built.route_prefix, config))
+    def deploy_applications(self, builts: List[Any], configs: List[Any], delete_missing: bool) -> None:
+        self.calls.append(("deploy_all", [(b.name, b.route_prefix) for b in builts], configs, delete_missing))
 
 
 @pytest.fixture
@@ -267,8 +267,10 @@ def test_deploy_config_sends_plain_configs_and_deletes_missing_apps(local_builds
     client = FakeClient({"old": "/old", "echo": "/echo"})
     result = deploy_config(client, two_apps(deployments=[{"name": "Echo", "user_config": {"m": 1}}]))
     assert result.deployed == ["echo", "graph"] and result.deleted == ["old"]
-    assert client.calls[0] == ("delete", ("old",), False)
-    config = client.calls[1][3]
+    (call,) = client.calls
+    assert call[0] == "deploy_all" and call[1] == [("echo", "/echo"), ("graph", "/graph")]
+    assert call[3] is True  # declarative: the controller removes "old" in the same step
+    config = call[2][0]
     assert config == {
         "name": "echo",
         "route_prefix": "/echo",
@@ -281,13 +283,13 @@ def test_deploy_config_sends_plain_configs_and_deletes_missing_apps(local_builds
 def test_non_declarative_deploy_keeps_other_apps(local_builds) -> None:
     client = FakeClient({"old": "/old"})
     assert deploy_config(client, two_apps(), declarative=False).deleted == []
-    assert [c[0] for c in client.calls] == ["deploy", "deploy"]
+    assert [(c[0], c[3]) for c in client.calls] == [("deploy_all", False)]
 
 
-def test_deploy_orders_apps_so_route_prefixes_never_clash(local_builds) -> None:
-    client = FakeClient({"graph": "/echo"})  # graph currently holds /echo and moves to /graph
+def test_prefix_swap_is_one_step(local_builds) -> None:
+    client = FakeClient({"graph": "/echo", "echo": "/graph"})
     deploy_config(client, two_apps())
-    assert [c[1] for c in client.calls] == ["graph", "echo"]
+    assert client.calls[0][1] == [("echo", "/echo"), ("graph", "/graph")]
 
 
 def test_route_clash_or_build_failure_changes_nothing(local_builds) -> None:
