@@ -120,6 +120,11 @@ def start(
         existing = _connected_client()
         if existing is not None:
             logger.info("Connecting to the existing Serve instance in namespace '%s'.", SERVE_NAMESPACE)
+            if checkpoint_path or http_options is not None:
+                logger.warning(
+                    "Serve is already running; the http_options/checkpoint_path given to serve.start() "
+                    "are ignored. Shut it down first to change them."
+                )
             return
         http = _http_options_dict(http_options)
         location = _proxy_location(proxy_location, http)
@@ -284,6 +289,9 @@ def ingress(app: Any) -> Callable[[type], type]:
             raise TypeError("@serve.ingress must decorate a class.")
         if hasattr(cls, "__call__") and "__call__" in cls.__dict__:
             raise ValueError("A class with @serve.ingress cannot define __call__; the ASGI app handles HTTP.")
+        from ray_serving_ext._private.ingress import bind_class_routes
+
+        bind_class_routes(app, cls)
         cls._serve_asgi_app = app
         return cls
 

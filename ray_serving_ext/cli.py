@@ -163,7 +163,8 @@ def _require_client(address: str) -> ServeControllerClient:
 
 
 def _ensure_serve(
-    http_options: Optional[HTTPOptions], proxy_location: str, warn_if_different: bool = False
+    http_options: Optional[HTTPOptions], proxy_location: str, warn_if_different: bool = False,
+    checkpoint_path: Optional[str] = None,
 ) -> ServeControllerClient:
     """The running instance's client, starting a detached instance when there is none.
 
@@ -174,7 +175,11 @@ def _ensure_serve(
     if client is None:
         from ray_serving_ext import api
 
-        api.start(detached=True, http_options=http_options, proxy_location=proxy_location)
+        try:
+            api.start(detached=True, http_options=http_options, proxy_location=proxy_location,
+                      checkpoint_path=checkpoint_path)
+        except (ValueError, ImportError, RayServeException, RuntimeError) as exc:
+            raise _fail(f"Serve did not start: {exc}") from None
         client = _client()
         if client is None:
             raise _fail("Serve did not start on the Ray cluster.")
@@ -298,7 +303,10 @@ def cli() -> None:
     type=click.Choice([p.value for p in ProxyLocation]),
     help="Where to run HTTP proxies.",
 )
-def start(address: str, http_host: str, http_port: int, proxy_location: str) -> None:
+@click.option("--checkpoint-path", default=None, type=str,
+              help="Save the goal state here (file://, s3://, gs://, custom://module.Class/path) and "
+                   "restore every application from it when it already holds state.")
+def start(address: str, http_host: str, http_port: int, proxy_location: str, checkpoint_path: Optional[str]) -> None:
     """Start a detached Serve instance, or leave the running one as it is."""
     connect(address)
     if _client() is not None:
@@ -308,7 +316,7 @@ def start(address: str, http_host: str, http_port: int, proxy_location: str) -> 
         options = HTTPOptions(host=http_host, port=http_port)
     except ValidationError as exc:
         raise _fail(f"Invalid HTTP options: {format_validation_error(exc).replace(chr(10), '; ')}") from None
-    _ensure_serve(options, proxy_location)
+    _ensure_serve(options, proxy_location, checkpoint_path=checkpoint_path)
     click.echo(f"Serve started (HTTP on {http_host}:{http_port}, proxies: {proxy_location}).")
 
 

@@ -58,6 +58,7 @@ class ApplicationState:
         self.deleting = False
         self.status = ApplicationStatus.DEPLOYING
         self.message = ""
+        self.build_error = ""  # the last deploy's code failed to import; this version still serves
 
     @property
     def route_prefix(self) -> Optional[str]:
@@ -133,6 +134,11 @@ class ApplicationStateManager:
                     del self.apps[name]
                 continue
             app.status, app.message = _app_status([s for s in states if s is not None])
+            if app.build_error:
+                app.status = ApplicationStatus.DEPLOY_FAILED
+                app.message = (
+                    f"Deploying the new version failed, the previous version keeps serving: {app.build_error}"
+                )
         self._publish_routes()
 
     def status_dict(self) -> Dict[str, Any]:

@@ -16,6 +16,12 @@ brand-new cluster started with the same URL restores every application:
 - ``custom://importable.module.Class/path?k=v``: ``Class(path, k="v")``, a
   subclass of ``KVStoreBase``.
 
+Code shipped through a runtime_env (``working_dir`` / ``py_modules`` uploaded
+to the cluster as ``gcs://_ray_pkg_<hash>.zip``) lives in the cluster's GCS
+and dies with it, so an external checkpoint also keeps each referenced package
+under the key ``runtime-env-package-<name>`` (written before the checkpoint
+that references it) and uploads it into the new cluster's GCS on load.
+
 Every checkpoint is an envelope: a magic line, a JSON header (format version,
 package version, payload size and SHA-256) and the pickled state. A truncated,
 corrupt or incompatible checkpoint raises CheckpointError naming its location.
@@ -33,7 +39,7 @@ import os
 import re
 import tempfile
 import urllib.parse
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ray import cloudpickle
 
@@ -62,6 +68,11 @@ class KVStoreBase(abc.ABC):
     validate it) and pickled to the controller on the head node, so the
     module must be importable there too and the instance must be picklable
     (open connections lazily, not in ``__init__``).
+
+    Keys are short ASCII names without ``/``: ``serve-controller-checkpoint``
+    (the goal state), ``runtime-env-package-<name>`` (code shipped in a
+    runtime_env) and ``serve-controller-checkpoint-preflight`` (a write probe
+    written and deleted by ``serve.start``). Values are opaque bytes.
     """
 
     @abc.abstractmethod
@@ -366,38 +377,184 @@ def decode_checkpoint(data: bytes, where: str) -> Dict[str, Any]:
     return _check_state(state, where)
 
 
+PACKAGE_KEY_PREFIX = "runtime-env-package-"
+
+
+def _gcs_get(uri: str) -> Optional[bytes]:
+    """The bytes of a gcs:// runtime_env package in the connected cluster, or None."""
+    from ray.experimental import internal_kv
+
+    return internal_kv._internal_kv_get(uri)
+
+
+def _gcs_exists(uri: str) -> bool:
+    from ray.experimental import internal_kv
+
+    return bool(internal_kv._internal_kv_exists(uri))
+
+
+def _gcs_put(uri: str, data: bytes) -> None:
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(uri, data, overwrite=False)
+
+
+def _ray_connected() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def _find_gcs_uris(value: Any, found: Set[str]) -> None:
+    if isinstance(value, str):
+        if value.startswith("gcs://"):
+            found.add(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _find_gcs_uris(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _find_gcs_uris(item, found)
+
+
+def package_uris(state: Dict[str, Any]) -> List[str]:
+    """Every gcs:// runtime_env package URI the state's applications reference, sorted."""
+    found: Set[str] = set()
+    for app in state.get("applications", []):
+        _find_gcs_uris(app.get("config"), found)
+        for spec in getattr(app["built"], "deployments", []):
+            _find_gcs_uris(getattr(spec, "config", None), found)
+            _find_gcs_uris(getattr(spec, "explicit_options", None), found)
+    return sorted(found)
+
+
+def package_key(uri: str) -> str:
+    """The store key of the package at gcs:// `uri`."""
+    return PACKAGE_KEY_PREFIX + uri[len("gcs://"):].replace("/", "_")
+
+
 class CheckpointManager:
-    """Saves and loads the goal state through a KVStoreBase. Picklable when its store is."""
+    """Saves and loads the goal state through a KVStoreBase. Picklable when its store is.
+
+    With an external store (anything but RayInternalKVStore) the gcs://
+    runtime_env packages the state references are kept in the store too, so a
+    new cluster can run the same code.
+    """
 
     def __init__(self, store: KVStoreBase, where: str = "the Ray cluster's key-value store") -> None:
         self.store = store
         self.where = where
+        self._packages: Set[str] = set()  # URIs this process knows are in the store
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.where})"
 
-    def save(self, state: Dict[str, Any]) -> None:
-        """Replace the checkpoint with `state`, atomically; CheckpointError when the store refuses."""
-        try:
-            ok = self.store.put(CHECKPOINT_KEY, encode_checkpoint(state))
-        except Exception as exc:
-            raise CheckpointError(f"Could not write the checkpoint at {self.where}: {exc!r}") from exc
-        if ok is False:
-            raise CheckpointError(f"Could not write the checkpoint at {self.where}: the store refused it.")
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"store": self.store, "where": self.where}
 
-    def load(self) -> Optional[Dict[str, Any]]:
-        """The saved state, None when there is no checkpoint; CheckpointError when unusable."""
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(state["store"], state["where"])
+
+    @property
+    def carries_packages(self) -> bool:
+        """Whether runtime_env packages are copied to the store (not needed for the cluster's own KV)."""
+        return not isinstance(self.store, RayInternalKVStore)
+
+    def _put(self, key: str, data: bytes, what: str) -> None:
+        try:
+            ok = self.store.put(key, data)
+        except Exception as exc:
+            raise CheckpointError(f"Could not write the {what} at {self.where}: {exc!r}") from exc
+        if ok is False:
+            raise CheckpointError(f"Could not write the {what} at {self.where}: the store refused it.")
+
+    def _save_packages(self, uris: Iterable[str]) -> None:
+        """Copy each package not yet in the store from the cluster's GCS into it."""
+        for uri in uris:
+            if uri in self._packages or not _ray_connected():
+                continue
+            if self.store.get(package_key(uri)) is None:
+                data = _gcs_get(uri)
+                if data is None:
+                    logger.warning("runtime_env package %s is not in the cluster; not checkpointed.", uri)
+                    continue
+                self._put(package_key(uri), bytes(data), f"runtime_env package {uri}")
+            self._packages.add(uri)
+
+    def save(self, state: Dict[str, Any]) -> None:
+        """Replace the checkpoint with `state`, atomically; CheckpointError when the store refuses.
+
+        Packages are written before the checkpoint that references them;
+        packages no longer referenced are deleted after it.
+        """
+        uris = package_uris(state) if self.carries_packages else []
+        self._save_packages(uris)
+        self._put(CHECKPOINT_KEY, encode_checkpoint(state), "checkpoint")
+        for uri in sorted(self._packages - set(uris)):
+            self.store.delete(package_key(uri))
+            self._packages.discard(uri)
+
+    def _restore_packages(self, state: Dict[str, Any]) -> None:
+        """Upload each referenced package missing from the connected cluster's GCS."""
+        if not self.carries_packages or not _ray_connected():
+            return
+        for uri in package_uris(state):
+            self._packages.add(uri)
+            if _gcs_exists(uri):
+                continue
+            data = self.store.get(package_key(uri))
+            if data is None:
+                raise CheckpointError(
+                    f"The checkpoint at {self.where} references runtime_env package {uri}, which is "
+                    f"missing from the store (key {self.store.get_storage_key(package_key(uri))!r})."
+                )
+            _gcs_put(uri, bytes(data))
+            logger.info("Restored runtime_env package %s from %s.", uri, self.where)
+
+    def load(self, restore_packages: bool = True) -> Optional[Dict[str, Any]]:
+        """The saved state, None when there is no checkpoint; CheckpointError when unusable.
+
+        With `restore_packages`, the runtime_env packages it references are
+        uploaded into the connected cluster first, so deploying it works there.
+        """
         try:
             data = self.store.get(CHECKPOINT_KEY)
         except Exception as exc:
             raise CheckpointError(f"Could not read the checkpoint at {self.where}: {exc!r}") from exc
         if data is None:
             return None
-        return decode_checkpoint(bytes(data), self.where)
+        state = decode_checkpoint(bytes(data), self.where)
+        if restore_packages:
+            self._restore_packages(state)
+        return state
+
+    def check_packages(self, state: Dict[str, Any]) -> None:
+        """CheckpointError when a runtime_env package the state references is missing from the store."""
+        if not self.carries_packages:
+            return
+        for uri in package_uris(state):
+            try:
+                present = self.store.get(package_key(uri)) is not None
+            except Exception as exc:
+                raise CheckpointError(f"Could not read runtime_env package {uri} at {self.where}: {exc!r}") from exc
+            if not present:
+                raise CheckpointError(
+                    f"The checkpoint at {self.where} references runtime_env package {uri}, which is missing "
+                    "from the store."
+                )
 
     def clear(self) -> None:
-        """Remove the checkpoint (no error when there is none)."""
+        """Remove the checkpoint and the packages it references (no error when there is none)."""
+        uris: Set[str] = set(self._packages)
+        try:
+            state = self.load(restore_packages=False)
+            uris.update(package_uris(state) if state and self.carries_packages else [])
+        except CheckpointError:
+            pass  # an unreadable checkpoint is removed all the same
         self.store.delete(CHECKPOINT_KEY)
+        for uri in sorted(uris):
+            self.store.delete(package_key(uri))
+        self._packages.clear()
 
 
 def _split_url(checkpoint_path: str) -> Tuple[str, str]:
@@ -454,8 +611,8 @@ def make_checkpoint_manager(checkpoint_path: str) -> CheckpointManager:
         store: KVStoreBase = LocalFileKVStore(rest)
         return CheckpointManager(store, "file://" + store.get_storage_key(CHECKPOINT_KEY))
     if scheme in ("s3", "gs"):
-        _filesystem_class(scheme)  # fail here, in the caller, when the extra is missing
         store = FsspecKVStore(scheme, rest, storage_options_from_env(scheme))
+        _filesystem_class(scheme)  # fail here, in the caller, when the extra is missing
         return CheckpointManager(store, f"{scheme}://" + store.get_storage_key(CHECKPOINT_KEY))
     store = load_custom_store(rest, checkpoint_path)
     return CheckpointManager(store, f"{checkpoint_path} (key {store.get_storage_key(CHECKPOINT_KEY)!r})")
@@ -464,11 +621,14 @@ def make_checkpoint_manager(checkpoint_path: str) -> CheckpointManager:
 def preflight_checkpoint(manager: CheckpointManager) -> None:
     """Raise CheckpointError if the checkpoint cannot be used, before anything is created.
 
-    Reads and fully decodes the checkpoint (when there is one), then checks the
+    Reads and fully decodes the checkpoint (when there is one), checks every
+    runtime_env package it references is in the store, then checks the
     location is writable by writing and deleting a probe key next to it. A
     failing check leaves the checkpoint untouched.
     """
-    state = manager.load()
+    state = manager.load(restore_packages=False)
+    if state:
+        manager.check_packages(state)
     probe = CHECKPOINT_KEY + "-preflight"
     try:
         if manager.store.put(probe, b"") is False:

@@ -79,6 +79,10 @@ class ServeControllerClient:
         """Make these applications the goal in one step (and, with delete_missing, only these)."""
         self._get(self._controller.deploy_applications.remote(builts, configs, delete_missing))
 
+    def record_build_failures(self, failures: Dict[str, str]) -> None:
+        """Mark running apps whose new version failed to build as DEPLOY_FAILED (they keep serving)."""
+        self._get(self._controller.record_build_failures.remote(failures))
+
     def wait_for_application_running(self, name: str, timeout_s: float = -1) -> None:
         """Return when `name` is RUNNING; raise RuntimeError with the reason on DEPLOY_FAILED."""
         start = time.monotonic()

@@ -46,7 +46,12 @@ _NOT_IN_CONFIG = ("name", "version", "route_prefix")
 
 class AppBuildError(RayServeException, ValueError):
     """An application of a config could not be built; the message names the app
-    and its import path and says why, one problem per line."""
+    and its import path and says why, one problem per line. `failures` maps
+    each failing app's name to its line."""
+
+    def __init__(self, message: str, failures: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(message)
+        self.failures = dict(failures or {})
 
 
 class DeployResult(NamedTuple):
@@ -320,7 +325,7 @@ def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[
     in this process, the runtime_env used as written.
     """
     if local:
-        return _collect_results([_build_in_worker(app, app.runtime_env) for app in apps])
+        return _collect_results(apps, [_build_in_worker(app, app.runtime_env) for app in apps])
     task = _get_build_task()
     pending: List[Any] = []
     for app in apps:
@@ -330,7 +335,7 @@ def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[
             pending.append(("error", str(exc)))
             continue
         pending.append(task.options(runtime_env=env or None).remote(app, env))
-    return _collect_results([p if isinstance(p, tuple) else _get_result(a, p) for a, p in zip(apps, pending)])
+    return _collect_results(apps, [p if isinstance(p, tuple) else _get_result(a, p) for a, p in zip(apps, pending)])
 
 
 def _get_result(app: ServeApplicationSchema, ref: Any) -> Tuple[str, Any]:
@@ -345,10 +350,10 @@ def _get_result(app: ServeApplicationSchema, ref: Any) -> Tuple[str, Any]:
         return "error", f"Application '{app.name}': the build task failed: {type(exc).__name__}: {exc}"
 
 
-def _collect_results(results: List[Tuple[str, Any]]) -> List[BuiltApplication]:
-    errors = [value for kind, value in results if kind == "error"]
-    if errors:
-        raise AppBuildError("\n".join(errors))
+def _collect_results(apps: List[ServeApplicationSchema], results: List[Tuple[str, Any]]) -> List[BuiltApplication]:
+    failures = {app.name: value for app, (kind, value) in zip(apps, results) if kind == "error"}
+    if failures:
+        raise AppBuildError("\n".join(failures.values()), failures)
     return [value for _, value in results]
 
 
@@ -381,7 +386,13 @@ def deploy_config(
     goal, without waiting for RUNNING.
     """
     if built is None:
-        built = build_apps(list(schema.applications))
+        try:
+            built = build_apps(list(schema.applications))
+        except AppBuildError as exc:
+            # Apps already running keep their version; their status says why the new one failed.
+            if exc.failures and hasattr(client, "record_build_failures"):
+                client.record_build_failures(exc.failures)
+            raise
     wanted = {b.name for b in built}
     running = {
         name: status.route_prefix

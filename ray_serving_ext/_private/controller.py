@@ -57,8 +57,11 @@ class ServeController:
         self._proxies = ProxyStateManager(http_options, proxy_location, self._logging_config)
         self._shutting_down = False
         self._dirty = False
+        self._save_task: Optional[asyncio.Task] = None
+        self._save_lock = asyncio.Lock()
         self._started_at = time.time()
         self._loop_error = ""
+        self._restore_errors: Dict[str, str] = {}
         self._recovered = self._recover()
         self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
 
@@ -70,8 +73,12 @@ class ServeController:
         if not self._detached and state.get("owner_job_id") is not None:
             self._owner_job_id = state["owner_job_id"]
         for app in state.get("applications", []):
-            self._apps.deploy(app["built"], app.get("config"))
-            self._apps.apps[app["built"].name].deployed_at = app.get("deployed_at", time.time())
+            try:
+                self._apps.deploy(app["built"], app.get("config"))
+                self._apps.apps[app["built"].name].deployed_at = app.get("deployed_at", time.time())
+            except Exception as exc:  # one bad app must not keep the others from coming back
+                logger.exception("Could not restore application %s.", getattr(app.get("built"), "name", "?"))
+                self._restore_errors[getattr(app.get("built"), "name", "?")] = repr(exc)
         self._adopt_live_replicas()
         logger.info("Recovered %d applications from the checkpoint.", len(self._apps.apps))
         return True
@@ -96,8 +103,16 @@ class ServeController:
             rec.recover(actor)
             state.replicas[rec.replica_id] = rec
 
-    def _save_checkpoint(self) -> None:
-        state = {
+    async def _persist(self) -> None:
+        """Save the goal state now (off the event loop), so a change is durable when its call returns.
+
+        A failed save is logged and retried by the control loop; the change itself stands.
+        """
+        self._dirty = True
+        await self._save_in_background()
+
+    def _checkpoint_state(self) -> Dict[str, Any]:
+        return {
             "owner_job_id": self._owner_job_id,
             "applications": [
                 {"built": app.built, "config": app.config, "deployed_at": app.deployed_at}
@@ -105,7 +120,6 @@ class ServeController:
                 if not app.deleting
             ],
         }
-        self._checkpoint.save(state)
 
     # ---- loop --------------------------------------------------------------------------
     async def _run_control_loop(self) -> None:
@@ -123,10 +137,23 @@ class ServeController:
         self._apps.update()
         if not self._shutting_down:
             self._proxies.update()
-        if self._dirty:
-            self._dirty = False
-            self._save_checkpoint()
+        if self._dirty and not self._shutting_down and (self._save_task is None or self._save_task.done()):
+            self._save_task = asyncio.get_event_loop().create_task(self._save_in_background())
         self._check_owner()
+
+    async def _save_in_background(self) -> None:
+        """Save the goal state off the event loop; a failed save is retried next step."""
+        self._dirty = False
+        state = self._checkpoint_state()
+        async with self._save_lock:
+            if self._shutting_down:
+                return
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._checkpoint.save, state)
+            except Exception:
+                self._dirty = True
+                logger.exception("Saving the checkpoint failed; will retry.")
+                await asyncio.sleep(1.0)
 
     def _check_owner(self) -> None:
         """A non-detached instance goes away when the driver that started it has exited."""
@@ -164,8 +191,7 @@ class ServeController:
         if self._shutting_down:
             raise RuntimeError("Serve is shutting down.")
         self._apps.deploy(built, config)
-        self._dirty = True
-        self._save_checkpoint()
+        await self._persist()
 
     async def deploy_applications(
         self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool
@@ -191,13 +217,18 @@ class ServeController:
                 self._apps.delete(name)
         for built, config in zip(builts, configs):
             self._apps.deploy(built, config, check_routes=False)
-        self._save_checkpoint()
+        await self._persist()
+
+    async def record_build_failures(self, failures: Dict[str, str]) -> None:
+        for name, message in failures.items():
+            app = self._apps.apps.get(name)
+            if app is not None and not app.deleting:
+                app.build_error = message
 
     async def delete_apps(self, names: List[str]) -> None:
         for name in names:
             self._apps.delete(name)
-        self._dirty = True
-        self._save_checkpoint()
+        await self._persist()
 
     async def list_app_names(self) -> List[str]:
         return [name for name, app in self._apps.apps.items() if not app.deleting]
@@ -253,9 +284,13 @@ class ServeController:
 
     def _begin_shutdown(self) -> None:
         self._shutting_down = True
+        self._dirty = False
         for name in list(self._apps.apps):
             self._apps.delete(name)
         self._checkpoint.clear()
+
+    async def get_restore_errors(self) -> Dict[str, str]:
+        return dict(self._restore_errors)
 
     async def graceful_shutdown(self, timeout_s: float = 60.0) -> bool:
         """Delete every application, stop proxies; True when all replicas are gone in time."""

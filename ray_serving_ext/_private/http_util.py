@@ -58,13 +58,20 @@ def to_response(result: Any) -> Response:
     if isinstance(result, str):
         return Response(result.encode("utf-8"), media_type="text/plain; charset=utf-8")
     if isinstance(result, (bytes, bytearray, memoryview)):
-        return Response(bytes(result), media_type="text/plain")
+        return _exact_type(Response(bytes(result)), b"text/plain")
     if hasattr(result, "__aiter__") or hasattr(result, "__next__"):
         return StreamingResponse(result)
-    if result is None:
-        return Response(b"null", media_type="application/json")
+    if result is None:  # as Ray Serve: an empty text/plain body
+        return _exact_type(Response(b""), b"text/plain")
     body = json.dumps(_jsonable(result), separators=(",", ":")).encode()
     return Response(body, media_type="application/json")
+
+
+def _exact_type(response: Response, content_type: bytes) -> Response:
+    """Set content-type verbatim (Starlette would append a charset to text/*)."""
+    response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"content-type"]
+    response.raw_headers.append((b"content-type", content_type))
+    return response
 
 
 def plain_response_messages(status: int, body: str, headers: Optional[List[tuple]] = None) -> List[Message]:

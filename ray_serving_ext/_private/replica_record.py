@@ -191,6 +191,8 @@ class ReplicaRecord:
     def stop(self, graceful: bool, timeout_s: float) -> None:
         if self.state == ReplicaState.STOPPING:
             return
+        if self.state in (ReplicaState.STARTING, ReplicaState.RECOVERING):
+            graceful = False  # it has taken no request: nothing to drain
         self.state = ReplicaState.STOPPING
         self.pending_ref = None
         self.health_ref = None

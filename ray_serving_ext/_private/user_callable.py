@@ -16,7 +16,6 @@ from typing import Any, AsyncIterator, Callable, Dict, Tuple
 from ray import cloudpickle
 
 from ray_serving_ext._private.build import HandleMarker
-from ray_serving_ext._private.ingress import bind_class_routes
 
 
 def _replace_markers(value: Any) -> Any:
@@ -73,7 +72,6 @@ class UserCallable:
             else:
                 self.instance = await self._run_sync(cls, *self._init_args, control=True, **self._init_kwargs)
             if self.asgi_app is not None:
-                bind_class_routes(self.asgi_app, cls, self.instance)
                 await self._start_lifespan()
         if user_config is not None:
             await self.reconfigure(user_config)
@@ -113,8 +111,12 @@ class UserCallable:
 
     async def call(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         fn = self.get_method(method)
-        result = await self.call_maybe_async(fn, *args, **kwargs)
-        return result
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"Method '{method}' is a generator; call it through a handle with "
+                "`handle.options(stream=True)`."
+            )
+        return await self.call_maybe_async(fn, *args, **kwargs)
 
     async def call_streaming(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> AsyncIterator[Any]:
         fn = self.get_method(method)

@@ -77,18 +77,20 @@ def _child_env(address: str) -> Dict[str, str]:
     return env
 
 
-def _start_command(port: int) -> List[str]:
+def _start_command(port: int, dashboard_port: int = 0) -> List[str]:
     ports = {
         "--node-manager-port": free_port(),
         "--object-manager-port": free_port(),
-        "--dashboard-port": free_port(),
+        "--dashboard-port": dashboard_port or free_port(),
         "--dashboard-agent-listen-port": free_port(),
         "--dashboard-agent-grpc-port": free_port(),
         "--runtime-env-agent-port": free_port(),
         "--metrics-export-port": free_port(),
     }
     cmd = ["ray", "start", "--head", "--block", "--port", str(port), "--num-cpus", "8"]
-    cmd += ["--include-dashboard", "false", "--disable-usage-stats"]
+    cmd += ["--include-dashboard", "true" if dashboard_port else "false", "--disable-usage-stats"]
+    if dashboard_port:
+        cmd += ["--dashboard-host", "127.0.0.1"]
     cmd += ["--min-worker-port", "0", "--max-worker-port", "0"]
     for flag, value in ports.items():
         cmd += [flag, str(value)]
@@ -118,13 +120,24 @@ def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A fresh head node with 8 logical CPUs for one test module."""
+    yield from _cluster(tmp_path_factory, dashboard=False)
+
+
+@pytest.fixture(scope="module")
+def job_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Like ray_cluster, with the dashboard (and so the job server) on a free port."""
+    yield from _cluster(tmp_path_factory, dashboard=True)
+
+
+def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool):
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = _child_env(address)
+    dashboard_port = free_port() if dashboard else 0
     log_path = tmp_path_factory.mktemp("ray_cluster") / "ray_start.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            _start_command(port), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            _start_command(port, dashboard_port), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         wait_for_condition(
@@ -133,6 +146,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
             interval=0.2,
             message=f"ray start did not come up (log: {log_path})",
         )
-        yield RayCluster(address=address, env=env, log_path=log_path)
+        extra = {"dashboard_url": f"http://127.0.0.1:{dashboard_port}"} if dashboard else {}
+        yield RayCluster(address=address, env=env, log_path=log_path, extra=extra)
     finally:
         _stop(proc)
