@@ -169,6 +169,7 @@ class ServeController:
                 if job_id.hex() == self._owner_job_id and info.is_dead:
                     logger.info("Owner job %s exited; shutting down.", self._owner_job_id)
                     self._begin_shutdown()
+                    asyncio.get_event_loop().create_task(self._exit_after_shutdown())
         except Exception:
             logger.debug("owner job check failed", exc_info=True)
 
@@ -224,6 +225,7 @@ class ServeController:
             app = self._apps.apps.get(name)
             if app is not None and not app.deleting:
                 app.build_error = message
+        self._apps.update()  # so status() shows it as soon as this call returns
 
     async def delete_apps(self, names: List[str]) -> None:
         for name in names:
@@ -281,6 +283,14 @@ class ServeController:
         state = self._deployments.get(DeploymentID(deployment, app_name))
         if state is not None:
             state.mark_replica_dead(replica_id, reason)
+
+    async def _exit_after_shutdown(self) -> None:
+        """For an instance whose owner exited: drain, stop the proxies, then end this actor."""
+        await self.graceful_shutdown()
+        try:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        except Exception:
+            logger.exception("Could not end the controller actor.")
 
     def _begin_shutdown(self) -> None:
         self._shutting_down = True
