@@ -13,6 +13,7 @@ routing for composition and the transport never hop between threads.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -29,6 +30,9 @@ from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.user_callable import UserCallable
+from starlette.responses import Response as _StarletteResponse
+
+_PLAIN_CALL = _StarletteResponse.__call__
 from ray_serving_ext.config import DeploymentConfig
 from ray_serving_ext.context import ReplicaContext, RequestContext, _set_replica_context, _set_request_context
 
@@ -158,6 +162,7 @@ class ReplicaActor:
         self._user = user
         self._context.servable_object = user.instance
         self._server, self._port = await transport.start_server(self._token, self._handle_transport)
+        gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
         pusher = metrics.get_pusher(asyncio.get_running_loop(), _controller)
         ongoing = metrics.REPLICA_ONGOING.labels(self._deployment_name, self._replica_id, self._app_name)
         limiter = self._get_limiter()
@@ -365,7 +370,16 @@ class ReplicaActor:
                 from starlette.requests import Request
 
                 result = await user.call(meta.call_method, (Request(scope, receive),), {})
-                await to_response(result)(scope, receive, send)
+                response = to_response(result)
+                if _is_plain(response):  # the whole body is in hand: no ASGI round of sends
+                    state["status"] = response.status_code
+                    emit([
+                        {"type": "http.response.start", "status": response.status_code,
+                         "headers": response.raw_headers},
+                        {"type": "http.response.body", "body": response.body, "more_body": False},
+                    ])
+                else:
+                    await response(scope, receive, send)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -382,6 +396,15 @@ class ReplicaActor:
 
 def _noop() -> None:
     return None
+
+
+def _is_plain(response: Any) -> bool:
+    """A response whose ASGI messages are just its status, headers and body."""
+    return (
+        type(response).__call__ is _PLAIN_CALL
+        and getattr(response, "background", None) is None
+        and isinstance(getattr(response, "body", None), (bytes, bytearray))
+    )
 
 
 def _controller() -> Any:

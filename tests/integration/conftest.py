@@ -19,7 +19,7 @@ from tests.utils import free_port
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_session():
     if ray.is_initialized():
         ray.shutdown()
@@ -55,14 +55,14 @@ class ServeInstance:
         return self.url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_instance(ray_session):
     instance = ServeInstance()
     yield instance
     serve.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_session(serve_instance):
     """The session's Serve instance with default HTTP options; yields its base URL."""
     return serve_instance

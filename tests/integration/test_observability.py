@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import threading
+import uuid
 
 import ray
 import requests
@@ -40,7 +41,8 @@ def _sum(families: dict, name: str, **labels) -> float:
 
 
 def test_metrics_count_requests_and_errors(serve_url):
-    serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+    app = f"metrics-{uuid.uuid4().hex[:8]}"  # counters are cumulative: a fresh app name starts at zero
+    serve.run(Echo.bind(), name=app, route_prefix="/echo")
     url = f"{serve_url}/echo"
     sent = 0
     scraped_during_load = []
@@ -58,29 +60,29 @@ def test_metrics_count_requests_and_errors(serve_url):
     t.join(30)
     assert scraped_during_load and all(scraped_during_load)
     wait_for_condition(
-        lambda: _sum(_scrape(serve_url), "ray_serve_num_http_requests", application="echo", status_code="200") == sent,
+        lambda: _sum(_scrape(serve_url), "ray_serve_num_http_requests", application=app, status_code="200") == sent,
         timeout=20, message="proxy request counter equals requests sent",
     )
     wait_for_condition(
-        lambda: _sum(_scrape(serve_url), "ray_serve_deployment_request_counter", application="echo",
+        lambda: _sum(_scrape(serve_url), "ray_serve_deployment_request_counter", application=app,
                      deployment="Echo") == sent,
         timeout=20, message="replica request counters (both replicas) sum to requests sent",
     )
     families = _scrape(serve_url)
     latency = families["ray_serve_http_request_latency_ms"]
-    counts = [s.value for s in latency.samples if s.name.endswith("_count") and s.labels.get("application") == "echo"]
+    counts = [s.value for s in latency.samples if s.name.endswith("_count") and s.labels.get("application") == app]
     assert sum(counts) == sent
     assert "ray_serve_deployment_processing_latency_ms" in families
     assert "ray_serve_deployment_replica_healthy" in families or "ray_serve_deployment_num_replicas" in families
-    assert _sum(families, "ray_serve_deployment_num_replicas", application="echo", state="RUNNING") == 2
+    assert _sum(families, "ray_serve_deployment_num_replicas", application=app, state="RUNNING") == 2
 
     assert requests.get(url, params={"fail": "1"}, timeout=10).status_code == 500
     wait_for_condition(
-        lambda: _sum(_scrape(serve_url), "ray_serve_num_http_error_requests", application="echo", error_code="500") == 1,
+        lambda: _sum(_scrape(serve_url), "ray_serve_num_http_error_requests", application=app, error_code="500") == 1,
         timeout=20, message="HTTP error counter",
     )
     wait_for_condition(
-        lambda: _sum(_scrape(serve_url), "ray_serve_deployment_error_counter", application="echo") == 1,
+        lambda: _sum(_scrape(serve_url), "ray_serve_deployment_error_counter", application=app) == 1,
         timeout=20, message="replica error counter",
     )
 
