@@ -46,6 +46,18 @@ class ProxyRecord:
         self.error = ""
 
 
+def _took(rec: ProxyRecord, call: PendingCall) -> bool:
+    """Record the outcome of a finished ready/health call on the proxy; True if it succeeded."""
+    try:
+        call_result(call)
+    except Exception as exc:
+        rec.status = ProxyStatus.UNHEALTHY
+        rec.error = str(exc)
+        return False
+    rec.status = ProxyStatus.HEALTHY
+    return True
+
+
 class ProxyStateManager:
     """Creates, health-checks and removes proxies as nodes come and go."""
 
@@ -95,13 +107,8 @@ class ProxyStateManager:
         if rec.ready_ref is not None:
             if ref_ready(rec.ready_ref):
                 ref, rec.ready_ref = rec.ready_ref, None
-                try:
-                    call_result(ref)
-                    rec.status = ProxyStatus.HEALTHY
-                except Exception as exc:
-                    rec.status = ProxyStatus.UNHEALTHY
-                    rec.error = str(exc)
-                    logger.error("Proxy on node %s failed to start: %s", rec.node_id, exc)
+                if not _took(rec, ref):
+                    logger.error("Proxy on node %s failed to start: %s", rec.node_id, rec.error)
                 rec.last_check = now
             return
         if rec.health_ref is None:
@@ -112,12 +119,7 @@ class ProxyStateManager:
         if ref_ready(rec.health_ref):
             ref, rec.health_ref = rec.health_ref, None
             rec.last_check = now
-            try:
-                call_result(ref)
-                rec.status = ProxyStatus.HEALTHY
-            except Exception as exc:
-                rec.status = ProxyStatus.UNHEALTHY
-                rec.error = str(exc)
+            if not _took(rec, ref):
                 # A restarted proxy actor must serve again: ask it to start.
                 rec.ready_ref = PendingCall(rec.actor.ready.remote())
         elif now - rec.health_sent > 10 * PROXY_HEALTH_CHECK_PERIOD_S:
