@@ -17,6 +17,7 @@ from ray_serving_ext.api import (
     start,
     status,
 )
+from ray_serving_ext.batching import batch
 from ray_serving_ext.config import AutoscalingConfig, HTTPOptions, ProxyLocation
 from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, get_replica_context
 from ray_serving_ext.deployment import Application, Deployment, deployment
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Application",
+    "batch",
     "AutoscalingConfig",
     "Deployment",
     "DeploymentHandle",

@@ -1,0 +1,161 @@
+"""`@serve.batch`: gather concurrent calls into one call on a list.
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def handle_batch(self, inputs: List[str]) -> List[str]:
+        return model(inputs)
+
+    async def __call__(self, request):
+        return await self.handle_batch(await request.body())
+
+Each caller passes one item and gets its own result back. A batch is sent
+when it is full or when `batch_wait_timeout_s` has passed since its first
+item arrived. If the function raises, every caller in that batch gets the
+exception. The limits can be changed at run time (e.g. from `reconfigure`)
+with `set_max_batch_size` / `set_batch_wait_timeout_s` on the decorated method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+
+class _Item:
+    __slots__ = ("args", "kwargs", "future")
+
+    def __init__(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], future: asyncio.Future) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+
+
+class _BatchQueue:
+    """Items waiting for one batched function, drained by up to max_concurrent_batches workers."""
+
+    def __init__(self, handler: Callable[..., Any], config: "_BatchConfig") -> None:
+        self._handler = handler
+        self._config = config
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._workers: List[asyncio.Task] = []
+        self._loop = asyncio.get_running_loop()
+
+    def put(self, item: _Item) -> None:
+        self._queue.put_nowait(item)
+        self._workers = [w for w in self._workers if not w.done()]
+        if len(self._workers) < self._config.max_concurrent_batches:
+            self._workers.append(self._loop.create_task(self._run()))
+
+    async def _next_batch(self) -> List[_Item]:
+        batch = [await self._queue.get()]
+        deadline = self._loop.time() + self._config.batch_wait_timeout_s
+        while len(batch) < self._config.max_batch_size:
+            remaining = deadline - self._loop.time()
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            elif remaining <= 0:
+                break
+            else:
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+        return [item for item in batch if not item.future.done()]  # drop cancelled callers
+
+    async def _run(self) -> None:
+        while not self._queue.empty():
+            batch = await self._next_batch()
+            if batch:
+                await self._call(batch)
+
+    async def _call(self, batch: List[_Item]) -> None:
+        n_args = len(batch[0].args)
+        if any(len(item.args) != n_args or item.kwargs.keys() != batch[0].kwargs.keys() for item in batch):
+            _fail_all(batch, TypeError("All calls to a @serve.batch function must pass the same arguments."))
+            return
+        args = [[item.args[i] for item in batch] for i in range(n_args)]
+        kwargs = {k: [item.kwargs[k] for item in batch] for k in batch[0].kwargs}
+        try:
+            results = await self._handler(*args, **kwargs)
+            results = list(results)
+            if len(results) != len(batch):
+                raise TypeError(
+                    f"@serve.batch function returned {len(results)} results for a batch of {len(batch)} inputs; "
+                    "it must return one result per input, in order."
+                )
+        except Exception as exc:  # every caller of this batch sees the failure
+            _fail_all(batch, exc)
+            return
+        for item, result in zip(batch, results):
+            if not item.future.done():
+                item.future.set_result(result)
+
+
+def _fail_all(batch: List[_Item], exc: BaseException) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+
+class _BatchConfig:
+    def __init__(self, max_batch_size: int, batch_wait_timeout_s: float, max_concurrent_batches: int) -> None:
+        self.max_batch_size = 0
+        self.batch_wait_timeout_s = 0.0
+        self.max_concurrent_batches = 0
+        self.set_max_batch_size(max_batch_size)
+        self.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        if not isinstance(max_concurrent_batches, int) or max_concurrent_batches < 1:
+            raise ValueError("max_concurrent_batches must be an integer >= 1.")
+        self.max_concurrent_batches = max_concurrent_batches
+
+    def set_max_batch_size(self, value: int) -> None:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError("max_batch_size must be an integer >= 1.")
+        self.max_batch_size = value
+
+    def set_batch_wait_timeout_s(self, value: float) -> None:
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError("batch_wait_timeout_s must be a number >= 0.")
+        self.batch_wait_timeout_s = float(value)
+
+
+def batch(
+    _func: Optional[Callable[..., Any]] = None,
+    *,
+    max_batch_size: int = 10,
+    batch_wait_timeout_s: float = 0.01,
+    max_concurrent_batches: int = 1,
+) -> Any:
+    """Make an async function (or method) that takes lists be called one item at a time."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError("@serve.batch can only decorate async functions (`async def`) that return a list.")
+        config = _BatchConfig(max_batch_size, batch_wait_timeout_s, max_concurrent_batches)
+        is_method = next(iter(inspect.signature(func).parameters), None) == "self"
+        queues: Dict[Any, _BatchQueue] = {}
+
+        def queue_for(owner: Any) -> _BatchQueue:
+            loop = asyncio.get_running_loop()
+            key = (id(owner), id(loop))
+            queue = queues.get(key)
+            if queue is None:
+                handler = functools.partial(func, owner) if is_method else func
+                queue = queues[key] = _BatchQueue(handler, config)
+            return queue
+
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            owner = args[0] if is_method else None
+            call_args = args[1:] if is_method else args
+            future = asyncio.get_running_loop().create_future()
+            queue_for(owner).put(_Item(call_args, kwargs, future))
+            return await future
+
+        wrapper.set_max_batch_size = config.set_max_batch_size  # type: ignore[attr-defined]
+        wrapper.set_batch_wait_timeout_s = config.set_batch_wait_timeout_s  # type: ignore[attr-defined]
+        wrapper._serve_batch_config = config  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator(_func) if _func is not None else decorator

@@ -1,0 +1,90 @@
+"""@serve.batch without Ray: batching by size and time, errors, per-instance queues, validation."""
+
+import asyncio
+from typing import List
+
+import pytest
+
+import ray_serving_ext as serve
+
+
+class Model:
+    def __init__(self) -> None:
+        self.batches: List[List[int]] = []
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def double(self, xs: List[int]) -> List[int]:
+        self.batches.append(list(xs))
+        return [x * 2 for x in xs]
+
+
+def test_concurrent_calls_share_batches_and_get_their_own_results():
+    model = Model()
+
+    async def main():
+        return await asyncio.gather(*[model.double(i) for i in range(10)])
+
+    assert asyncio.run(main()) == [i * 2 for i in range(10)]
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+    assert sum(model.batches, []) == list(range(10))
+
+
+def test_a_lone_call_goes_after_the_timeout():
+    model = Model()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        result = await model.double(21)
+        return result, loop.time() - start
+
+    result, elapsed = asyncio.run(main())
+    assert result == 42
+    assert 0.04 <= elapsed < 1.0
+    assert model.batches == [[21]]
+
+
+def test_errors_reach_every_caller_of_the_batch():
+    @serve.batch(max_batch_size=3, batch_wait_timeout_s=0.05)
+    async def boom(xs):
+        raise ValueError(f"bad batch of {len(xs)}")
+
+    async def main():
+        return await asyncio.gather(*[boom(i) for i in range(3)], return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, ValueError) and "bad batch of 3" in str(r) for r in results)
+
+
+def test_wrong_result_length_is_an_error():
+    @serve.batch(max_batch_size=2, batch_wait_timeout_s=0.01)
+    async def short(xs):
+        return xs[:1]
+
+    async def main():
+        return await asyncio.gather(short(1), short(2), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, TypeError) and "one result per input" in str(r) for r in results)
+
+
+def test_instances_have_separate_queues_and_limits_change_at_run_time():
+    a, b = Model(), Model()
+    a.double.set_max_batch_size(2)
+
+    async def main():
+        return await asyncio.gather(*[a.double(i) for i in range(4)], *[b.double(i) for i in range(4)])
+
+    asyncio.run(main())
+    assert [len(x) for x in a.batches] == [2, 2]
+    assert [len(x) for x in b.batches] == [2, 2]  # the limit is the decorated function's, shared
+    a.double.set_max_batch_size(4)
+
+
+def test_validation():
+    with pytest.raises(TypeError, match="async"):
+        serve.batch(lambda xs: xs)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        serve.batch(max_batch_size=0)(Model.double.__wrapped__)
+    with pytest.raises(ValueError, match="batch_wait_timeout_s"):
+        serve.batch(batch_wait_timeout_s=-1)(Model.double.__wrapped__)
