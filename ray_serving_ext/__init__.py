@@ -21,6 +21,7 @@ from ray_serving_ext.batching import batch
 from ray_serving_ext.config import AutoscalingConfig, HTTPOptions, ProxyLocation
 from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, get_replica_context
 from ray_serving_ext.deployment import Application, Deployment, deployment
+from ray_serving_ext.multiplex import multiplexed
 from ray_serving_ext.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "get_multiplexed_model_id",
     "get_replica_context",
     "ingress",
+    "multiplexed",
     "run",
     "shutdown",
     "start",

@@ -49,6 +49,7 @@ class ReplicaInfo:
     node_ip: str = ""
     port: Optional[int] = None
     token: str = ""
+    model_ids: tuple = ()  # multiplexed models this replica holds
 
 
 @dataclass

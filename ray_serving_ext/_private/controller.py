@@ -276,6 +276,12 @@ class ServeController:
             if state is not None:
                 state.record_load(source, value)
 
+    async def record_multiplexed_models(self, app_name: str, deployment: str, replica_id: str,
+                                        model_ids: List[str]) -> None:
+        state = self._deployments.get(DeploymentID(deployment, app_name))
+        if state is not None:
+            state.set_model_ids(replica_id, model_ids)
+
     async def get_metrics_text(self) -> str:
         return self._metrics.render()
 

@@ -205,6 +205,11 @@ class DeploymentState:
                 self.message = self.last_error
                 rec.stop(graceful=False, timeout_s=0)
 
+    def set_model_ids(self, replica_id: str, model_ids: List[str]) -> None:
+        rec = self.replicas.get(replica_id)
+        if rec is not None:
+            rec.model_ids = tuple(model_ids)
+
     def mark_replica_dead(self, replica_id: str, reason: str) -> None:
         rec = self.replicas.get(replica_id)
         if rec is not None and rec.state not in (ReplicaState.STOPPING, ReplicaState.STARTING):
@@ -333,7 +338,7 @@ class DeploymentState:
     def routable(self) -> List[ReplicaInfo]:
         return [
             ReplicaInfo(r.replica_id, r.actor_name, r.actor, r.node_id, int(r.config.get("max_ongoing_requests", 5)),
-                        r.node_ip, r.port, r.token)
+                        r.node_ip, r.port, r.token, r.model_ids)
             for r in self.replicas.values()
             if r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING) and r.actor is not None
         ]
@@ -350,7 +355,7 @@ class DeploymentState:
     def _broadcast_if_changed(self, force: bool = False) -> None:
         info = self.target_info()
         signature = (
-            tuple(sorted(r.replica_id for r in info.replicas)),
+            tuple(sorted((r.replica_id, r.model_ids) for r in info.replicas)),
             info.max_ongoing_requests,
             info.max_queued_requests,
             info.exists,

@@ -151,6 +151,7 @@ class ProxyASGIApp:
         meta = RequestMetadata(
             request_id=request_id, app_name=app_name, route=prefix,
             http_method=scope.get("method", ""), is_http_request=True,
+            multiplexed_model_id=_header(scope, MULTIPLEXED_MODEL_ID_HEADER) or "",
         )
         router = self._router(DeploymentID(deployment, app_name))
         state = _RequestState(meta, forwardable_scope(scope, prefix), body)
@@ -222,6 +223,8 @@ class ProxyASGIApp:
             _report_dead(router, call.replica_id, exc)
             raise _ReplicaDied(str(exc), exc.started) from exc
 
+
+MULTIPLEXED_MODEL_ID_HEADER = "serve_multiplexed_model_id"
 
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 

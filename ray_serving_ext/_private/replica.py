@@ -30,6 +30,7 @@ from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.user_callable import UserCallable
+from ray_serving_ext.multiplex import _set_models_listener as set_models_listener
 from starlette.responses import Response as _StarletteResponse
 
 _PLAIN_CALL = _StarletteResponse.__call__
@@ -109,6 +110,7 @@ class ReplicaActor:
         self._exit_event: Optional[asyncio.Event] = None
         self._num_total = 0
         self._token = secrets.token_hex(16)
+        self._model_ids: List[str] = []
         self._port: Optional[int] = None
         self._server: Any = None
         self._loop = get_router_loop()
@@ -147,6 +149,7 @@ class ReplicaActor:
             "log_path": self._log_path,
             "port": self._port,
             "token": self._token,
+            "model_ids": list(self._model_ids),
         }
 
     async def initialize_and_get_metadata(self) -> Dict[str, Any]:
@@ -162,6 +165,7 @@ class ReplicaActor:
         self._user = user
         self._context.servable_object = user.instance
         self._server, self._port = await transport.start_server(self._token, self._handle_transport)
+        set_models_listener(self._models_changed)
         gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
         pusher = metrics.get_pusher(asyncio.get_running_loop(), _controller)
         ongoing = metrics.REPLICA_ONGOING.labels(self._deployment_name, self._replica_id, self._app_name)
@@ -169,6 +173,16 @@ class ReplicaActor:
         pusher.add_flusher(lambda: ongoing.set(limiter.running + limiter.waiting))
         pusher.add_flusher(flush_logs)
         logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
+
+    def _models_changed(self, model_ids: List[str]) -> None:
+        """Tell the controller which multiplexed models this replica holds (routing prefers it)."""
+        self._model_ids = list(model_ids)
+        try:
+            _controller().record_multiplexed_models.remote(
+                self._app_name, self._deployment_name, self._replica_id, self._model_ids
+            )
+        except Exception:
+            logger.warning("Could not report multiplexed models to the controller.", exc_info=True)
 
     async def get_metadata(self) -> Dict[str, Any]:
         """For a restarted controller: who this replica is and what it runs."""

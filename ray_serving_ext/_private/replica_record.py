@@ -84,6 +84,7 @@ class ReplicaRecord:
         self.node_ip: str = ""
         self.port: Optional[int] = None
         self.token: str = ""
+        self.model_ids: tuple = ()
         self.health_ref: Any = None
         self.health_sent_at = 0.0
         self.last_health_check = time.time()
@@ -132,6 +133,7 @@ class ReplicaRecord:
         self.node_ip = meta.get("node_ip", "")
         self.port = meta.get("port")
         self.token = meta.get("token", "")
+        self.model_ids = tuple(meta.get("model_ids", ()))
         return meta
 
     def reconfigure(self, config: Dict[str, Any]) -> None:

@@ -116,13 +116,17 @@ class Router:
     def _capacity(self, replica: ReplicaInfo) -> int:
         return min(replica.max_ongoing_requests, self._max_ongoing) if self._max_ongoing else replica.max_ongoing_requests
 
-    def _choose(self) -> Optional[ReplicaInfo]:
+    def _choose(self, model_id: str = "") -> Optional[ReplicaInfo]:
         candidates = [
             r for rid, r in self._replicas.items()
             if rid not in self._suspect and self._ongoing.get(rid, 0) < self._capacity(r)
         ]
         if not candidates:
             return None
+        if model_id:  # a replica that already holds the model saves a load
+            holding = [r for r in candidates if model_id in r.model_ids]
+            if holding:
+                candidates = holding
         if len(candidates) == 1:
             return candidates[0]
         a, b = random.sample(candidates, 2)
@@ -144,9 +148,9 @@ class Router:
         if self._updated.is_set() and not self._exists:
             raise DeploymentUnavailableError(self.deployment_id, self._unavailable_reason or "it does not exist")
 
-    async def _acquire(self) -> ReplicaInfo:
+    async def _acquire(self, model_id: str = "") -> ReplicaInfo:
         self._check_exists()
-        replica = None if self._waiters else self._choose()
+        replica = None if self._waiters else self._choose(model_id)
         if replica is not None:
             return replica
         if self._max_queued != -1 and self.num_queued >= self._max_queued:
@@ -171,7 +175,7 @@ class Router:
                         self._wake(1)  # pass on the wake-up we consumed
                     raise
                 self._check_exists()
-                replica = self._choose()
+                replica = self._choose(model_id)
                 if replica is not None:
                     return replica
         finally:
@@ -211,7 +215,7 @@ class Router:
         """
         args, kwargs = await _resolve_responses(args, kwargs)
         for _attempt in range(10):
-            replica = await self._acquire()
+            replica = await self._acquire(metadata.multiplexed_model_id)
             rid = replica.replica_id
             self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
             try:
