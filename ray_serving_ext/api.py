@@ -196,6 +196,11 @@ def run(
     client.wait_for_application_running(name)
     handle = DeploymentHandle(built.ingress, name)
     if blocking:
+        where = ""
+        if route_prefix is not None:
+            http = client.get_http_config()
+            where = f" at http://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
+        print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
         _block_until_interrupted()
     return handle
 

@@ -23,11 +23,13 @@ class DeploymentStateManager:
     def __init__(self, broadcast: Callable[[DeploymentID, Any], None]) -> None:
         self._broadcast = broadcast
         self.states: Dict[DeploymentID, DeploymentState] = {}
+        self.recovering = False  # new states start quiet (see DeploymentState.recovering)
 
     def deploy(self, deployment_id: DeploymentID, spec: DeploymentSpec) -> None:
         state = self.states.get(deployment_id)
         if state is None:
             state = DeploymentState(deployment_id, self._broadcast)
+            state.recovering = self.recovering
             self.states[deployment_id] = state
         state.deploy(spec)
 

@@ -72,6 +72,7 @@ class ServeController:
             return False
         if not self._detached and state.get("owner_job_id") is not None:
             self._owner_job_id = state["owner_job_id"]
+        self._deployments.recovering = True
         for app in state.get("applications", []):
             try:
                 self._apps.deploy(app["built"], app.get("config"))
@@ -80,6 +81,7 @@ class ServeController:
                 logger.exception("Could not restore application %s.", getattr(app.get("built"), "name", "?"))
                 self._restore_errors[getattr(app.get("built"), "name", "?")] = repr(exc)
         self._adopt_live_replicas()
+        self._deployments.recovering = False
         logger.info("Recovered %d applications from the checkpoint.", len(self._apps.apps))
         return True
 

@@ -83,6 +83,9 @@ class DeploymentState:
         self._infeasible_checked = False
         self._last_broadcast: Any = None
         self.autoscaling: Optional[AutoscalingState] = None
+        # Set by a restarted controller until it has adopted the live replicas: callers
+        # keep the replica set they know instead of hearing of an empty one meanwhile.
+        self.recovering = False
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -353,6 +356,10 @@ class DeploymentState:
         )
 
     def _broadcast_if_changed(self, force: bool = False) -> None:
+        if self.recovering:
+            if any(r.state == ReplicaState.RECOVERING for r in self.replicas.values()):
+                return
+            self.recovering, force = False, True
         info = self.target_info()
         signature = (
             tuple(sorted((r.replica_id, r.model_ids) for r in info.replicas)),
