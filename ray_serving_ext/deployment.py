@@ -34,7 +34,7 @@ DEPLOYMENT_OPTIONS = (
 )
 
 # Options that only affect Serve bookkeeping, not DeploymentConfig.
-_NOT_CONFIG = {"name", "placement_group_bundles", "placement_group_strategy", "version", "route_prefix"}
+_NOT_CONFIG = {"name", "version", "route_prefix"}
 
 
 def _check_options(options: Dict[str, Any]) -> Dict[str, Any]:

@@ -40,7 +40,8 @@ def version_key(spec: DeploymentSpec) -> str:
     """What makes a replica obsolete when it changes (code, args, resources)."""
     cfg = spec.config
     return json.dumps(
-        [spec.code_version, cfg.get("ray_actor_options", {}), cfg.get("max_replicas_per_node")],
+        [spec.code_version, cfg.get("ray_actor_options", {}), cfg.get("max_replicas_per_node"),
+         cfg.get("placement_group_bundles"), cfg.get("placement_group_strategy")],
         sort_keys=True,
         default=str,
     )
@@ -86,6 +87,7 @@ class DeploymentState:
         # Set by a restarted controller until it has adopted the live replicas: callers
         # keep the replica set they know instead of hearing of an empty one meanwhile.
         self.recovering = False
+        self._unplaced_reason = ""  # why the last replica could not be started, if it could not
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -100,6 +102,10 @@ class DeploymentState:
         self.config = new_config
         self.deleting = False
         self.target_num_replicas = self._initial_target(new_config)
+        bundle_problem = _first_bundle_problem(new_config)
+        if bundle_problem:  # the replica could never be placed: say so instead of waiting forever
+            self.failed_starts = MAX_CONSTRUCTOR_RETRIES
+            self.last_error = bundle_problem
         self.status = DeploymentStatus.UPDATING
         self.trigger = DeploymentStatusTrigger.CONFIG_UPDATE_STARTED
         self.message = ""
@@ -241,17 +247,44 @@ class DeploymentState:
     def _deploy_failed(self) -> bool:
         return self.failed_starts >= MAX_CONSTRUCTOR_RETRIES
 
+    def _node_for_new_replica(self) -> Optional[str]:
+        """With max_replicas_per_node: the node with fewest of our replicas that can host one more."""
+        limit = self.config.max_replicas_per_node or 0
+        req = required_resources(self.config.ray_actor_options)
+        counts: Dict[str, int] = {}
+        for rec in self._records(*ACTIVE):
+            if rec.node_id:  # replicas are pinned when started, so starting ones count too
+                counts[rec.node_id] = counts.get(rec.node_id, 0) + 1
+        nodes = [
+            n["NodeID"] for n in ray.nodes()
+            if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v for k, v in req.items())
+            and counts.get(n["NodeID"], 0) < limit
+        ]
+        return min(nodes, key=lambda node: counts.get(node, 0)) if nodes else None
+
     def _start_replica(self) -> None:
         assert self.spec is not None
+        node_id = None
+        if self.config.max_replicas_per_node:
+            node_id = self._node_for_new_replica()
+            if node_id is None:
+                self._unplaced_reason = (
+                    f"Deployment '{self.id.name}' cannot place another replica: every node that fits one "
+                    f"already runs max_replicas_per_node={self.config.max_replicas_per_node} of them."
+                )
+                return
+        self._unplaced_reason = ""
         rid = uuid.uuid4().hex[:8]
         rec = ReplicaRecord(self.id, rid, self.version_key, self.config.model_dump())
         try:
-            rec.start(self.spec, rec.config, self.config.ray_actor_options)
+            rec.start(self.spec, rec.config, self.config.ray_actor_options, node_id=node_id)
         except Exception as exc:
             self.failed_starts += 1
             self.last_error = _short_error(exc)
             return
         self.replicas[rid] = rec
+        if node_id:
+            rec.node_id = node_id
 
     def _scale(self) -> None:
         if self._records(ReplicaState.RECOVERING):
@@ -317,6 +350,8 @@ class DeploymentState:
             self.message = pending or (self.message if self.status == DeploymentStatus.UNHEALTHY else "")
 
     def _pending_message(self) -> str:
+        if self._unplaced_reason:
+            return self._unplaced_reason
         starting = self._records(ReplicaState.STARTING)
         if not starting:
             return ""
@@ -393,6 +428,22 @@ class DeploymentState:
              "actor_name": r.actor_name, "version": r.version_key}
             for r in self.replicas.values()
         ]
+
+
+def _first_bundle_problem(config: DeploymentConfig) -> str:
+    """Why a replica cannot run in its placement group's first bundle ('' when it can)."""
+    bundles = config.placement_group_bundles
+    if not bundles:
+        return ""
+    req = required_resources(config.ray_actor_options)
+    first = bundles[0]
+    missing = {k: v for k, v in req.items() if first.get(k, 0) < v}
+    if not missing:
+        return ""
+    return (
+        f"The replica's resources {req} must fit in the first placement group bundle {first}; "
+        f"short of {missing}. Set ray_actor_options to fit (e.g. num_cpus=0) or enlarge bundle 0."
+    )
 
 
 def _short_error(exc: BaseException) -> str:

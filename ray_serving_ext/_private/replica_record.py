@@ -93,10 +93,29 @@ class ReplicaRecord:
         self.stop_ref: Any = None
         self.stop_deadline = 0.0
         self.liveness: Optional[PendingCall] = None
+        self.placement_group: Any = None
 
     # ---- starting ------------------------------------------------------------------
-    def start(self, spec: Any, config: Dict[str, Any], ray_actor_options: Dict[str, Any]) -> None:
+    def start(self, spec: Any, config: Dict[str, Any], ray_actor_options: Dict[str, Any],
+              node_id: Optional[str] = None) -> None:
+        """Create the actor (placed by Ray, on `node_id` if given, in a placement group if
+        the deployment asks for bundles) and begin running the user constructor."""
         opts = actor_options(ray_actor_options, config["max_ongoing_requests"])
+        bundles = config.get("placement_group_bundles")
+        if bundles:
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            # The replica itself runs in the first bundle; tasks and actors it starts
+            # land in the group's other bundles.
+            self.placement_group = placement_group(bundles, strategy=config.get("placement_group_strategy") or "PACK")
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self.placement_group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
+        elif node_id:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         self.actor = _replica_remote_class().options(
             name=self.actor_name,
             namespace=SERVE_NAMESPACE,
@@ -218,3 +237,11 @@ class ReplicaRecord:
                 ray.kill(self.actor, no_restart=True)
             except Exception:
                 pass
+        if self.placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            try:
+                remove_placement_group(self.placement_group)
+            except Exception:
+                pass
+            self.placement_group = None
