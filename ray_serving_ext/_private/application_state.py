@@ -24,6 +24,7 @@ class DeploymentStateManager:
         self._broadcast = broadcast
         self.states: Dict[DeploymentID, DeploymentState] = {}
         self.recovering = False  # new states start quiet (see DeploymentState.recovering)
+        self.target_capacity: Optional[float] = None
 
     def deploy(self, deployment_id: DeploymentID, spec: DeploymentSpec) -> None:
         state = self.states.get(deployment_id)
@@ -31,7 +32,14 @@ class DeploymentStateManager:
             state = DeploymentState(deployment_id, self._broadcast)
             state.recovering = self.recovering
             self.states[deployment_id] = state
+        state.capacity = self.target_capacity
         state.deploy(spec)
+
+    def set_target_capacity(self, target_capacity: Optional[float]) -> None:
+        """Scale every deployment's replica count to target_capacity percent (None: 100)."""
+        self.target_capacity = target_capacity
+        for state in self.states.values():
+            state.set_capacity(target_capacity)
 
     def delete(self, deployment_id: DeploymentID) -> None:
         if deployment_id in self.states:

@@ -74,10 +74,14 @@ class ServeControllerClient:
         self._get(self._controller.deploy_application.remote(built, config))
 
     def deploy_applications(
-        self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool
+        self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool,
+        target_capacity: Optional[float] = None,
     ) -> None:
-        """Make these applications the goal in one step (and, with delete_missing, only these)."""
-        self._get(self._controller.deploy_applications.remote(builts, configs, delete_missing))
+        """Make these applications the goal in one step (and, with delete_missing, only these).
+
+        `target_capacity` (0-100, None for 100) scales every deployment's replica count.
+        """
+        self._get(self._controller.deploy_applications.remote(builts, configs, delete_missing, target_capacity))
 
     def record_build_failures(self, failures: Dict[str, str]) -> None:
         """Mark running apps whose new version failed to build as DEPLOY_FAILED (they keep serving)."""

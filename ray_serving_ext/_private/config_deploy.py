@@ -405,7 +405,10 @@ def deploy_config(
     _apply_app_logging(schema, built)
     try:
         # One controller call: every app changes together, or none does.
-        client.deploy_applications(built, [configs[b.name] for b in built], delete_missing=declarative)
+        client.deploy_applications(
+            built, [configs[b.name] for b in built], delete_missing=declarative,
+            target_capacity=schema.target_capacity,
+        )
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None) or exc
         raise RayServeException(f"Deploying the config failed: {cause}") from None

@@ -62,6 +62,7 @@ class ServeController:
         self._started_at = time.time()
         self._loop_error = ""
         self._restore_errors: Dict[str, str] = {}
+        self._target_capacity: Optional[float] = None
         self._recovered = self._recover()
         self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
 
@@ -80,6 +81,7 @@ class ServeController:
             except Exception as exc:  # one bad app must not keep the others from coming back
                 logger.exception("Could not restore application %s.", getattr(app.get("built"), "name", "?"))
                 self._restore_errors[getattr(app.get("built"), "name", "?")] = repr(exc)
+        self._set_target_capacity(state.get("target_capacity"))
         self._adopt_live_replicas()
         self._deployments.recovering = False
         logger.info("Recovered %d applications from the checkpoint.", len(self._apps.apps))
@@ -116,6 +118,7 @@ class ServeController:
     def _checkpoint_state(self) -> Dict[str, Any]:
         return {
             "owner_job_id": self._owner_job_id,
+            "target_capacity": self._target_capacity,
             "applications": [
                 {"built": app.built, "config": app.config, "deployed_at": app.deployed_at}
                 for app in self._apps.apps.values()
@@ -197,7 +200,8 @@ class ServeController:
         await self._persist()
 
     async def deploy_applications(
-        self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool
+        self, builts: List[BuiltApplication], configs: List[Optional[Dict[str, Any]]], delete_missing: bool,
+        target_capacity: Optional[float] = None,
     ) -> None:
         """Apply a whole config at once: all apps change, or (on a route clash) none does."""
         if self._shutting_down:
@@ -220,7 +224,12 @@ class ServeController:
                 self._apps.delete(name)
         for built, config in zip(builts, configs):
             self._apps.deploy(built, config, check_routes=False)
+        self._set_target_capacity(target_capacity)
         await self._persist()
+
+    def _set_target_capacity(self, target_capacity: Optional[float]) -> None:
+        self._target_capacity = target_capacity
+        self._deployments.set_target_capacity(target_capacity)
 
     async def record_build_failures(self, failures: Dict[str, str]) -> None:
         for name, message in failures.items():
@@ -248,7 +257,7 @@ class ServeController:
         return {
             "proxies": self._proxies.status_dict(),
             "applications": self._apps.status_dict(),
-            "target_capacity": None,
+            "target_capacity": self._target_capacity,
         }
 
     async def get_app_configs(self) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional
@@ -87,6 +88,7 @@ class DeploymentState:
         # Set by a restarted controller until it has adopted the live replicas: callers
         # keep the replica set they know instead of hearing of an empty one meanwhile.
         self.recovering = False
+        self.capacity: Optional[float] = None  # target_capacity percent; None means 100
         self._unplaced_reason = ""  # why the last replica could not be started, if it could not
 
     # ---- goal ------------------------------------------------------------------------
@@ -111,11 +113,22 @@ class DeploymentState:
         self.message = ""
         self._broadcast_if_changed(force=True)
 
+    def _scaled(self, n: int) -> int:
+        """n at the current target_capacity (rounded up, so a non-zero capacity keeps a replica)."""
+        if self.capacity is None:
+            return n
+        return math.ceil(n * self.capacity / 100.0)
+
+    def set_capacity(self, capacity: Optional[float]) -> None:
+        self.capacity = capacity
+        if self.config.autoscaling_config is None and not self.deleting:
+            self.target_num_replicas = self._scaled(int(self.config.num_replicas or 0))
+
     def _initial_target(self, config: DeploymentConfig) -> int:
         auto = config.autoscaling_config
         if auto is None:
             self.autoscaling = None
-            return int(config.num_replicas or 0)
+            return self._scaled(int(config.num_replicas or 0))
         if self.autoscaling is None:  # a redeploy keeps the current scale and load history
             self.autoscaling = AutoscalingState(auto, config.initial_num_replicas())
         else:
@@ -130,7 +143,12 @@ class DeploymentState:
         """One autoscaling decision (no-op without autoscaling_config)."""
         if self.autoscaling is None or self.deleting or self.spec is None:
             return
-        self.target_num_replicas = self.autoscaling.decide()
+        decided = self.autoscaling.decide()
+        if self.capacity is not None:  # target_capacity scales the autoscaling bounds
+            auto = self.autoscaling.config
+            low, high = self._scaled(auto.min_replicas), self._scaled(auto.max_replicas)
+            decided = max(low, min(high, decided))
+        self.target_num_replicas = decided
 
     def delete(self) -> None:
         self.deleting = True

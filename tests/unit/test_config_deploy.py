@@ -242,7 +242,8 @@ class FakeClient:
     def delete_apps(self, names: List[str], blocking: bool = True) -> None:
         self.calls.append(("delete", tuple(names), blocking))
 
-    def deploy_applications(self, builts: List[Any], configs: List[Any], delete_missing: bool) -> None:
+    def deploy_applications(self, builts: List[Any], configs: List[Any], delete_missing: bool,
+                            target_capacity: Optional[float] = None) -> None:
         self.calls.append(("deploy_all", [(b.name, b.route_prefix) for b in builts], configs, delete_missing))
 
 
