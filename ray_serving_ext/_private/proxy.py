@@ -74,7 +74,7 @@ class ProxyASGIApp:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1000})
             return
-        path = scope["path"]
+        path = _route_path(scope)
         if path == "/-/healthz":
             if self.draining:
                 await send_plain(send, 503, "This node is being drained.")
@@ -137,7 +137,7 @@ class ProxyASGIApp:
                               app_box: List[str]) -> None:
         self.num_requests += 1
         rid_header = [(REQUEST_ID_HEADER, request_id)]
-        match = match_route(self.routes, scope["path"])
+        match = match_route(self.routes, _route_path(scope))
         if match is None:
             await send_plain(
                 send, 404,
@@ -262,6 +262,14 @@ async def _wait_for_disconnect(receive: Any) -> None:
             return
 
 
+def _route_path(scope: Dict[str, Any]) -> str:
+    """The path below http_options.root_path (uvicorn puts root_path in front of every path)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
+
+
 def _header(scope: Dict[str, Any], name: str) -> Optional[str]:
     key = name.encode()
     for k, v in scope.get("headers", []):
@@ -358,6 +366,7 @@ class ProxyActor:
             http="httptools",
             loop="none",
             timeout_keep_alive=int(self._http_options.get("keep_alive_timeout_s") or 5),
+            root_path=self._http_options.get("root_path") or "",
         )
         self._server = uvicorn.Server(config)
         self._serve_task = loop.create_task(self._server.serve())

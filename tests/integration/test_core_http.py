@@ -287,3 +287,21 @@ def test_longest_prefix_routing(serve_url):
         timeout=20,
         message="/a/b/c should route to app 'a' once '/a/b' is deleted",
     )
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1)
+def where_am_i(request) -> dict:
+    return {"root_path": request.scope["root_path"], "path": request.url.path}
+
+
+def test_http_options_root_path(serve_instance):
+    """Behind a reverse proxy that strips /serve: routes match below it; apps see their full mount path."""
+    url = serve_instance.ensure(root_path="/serve")
+    try:
+        serve.run(where_am_i.bind(), name="mounted", route_prefix="/app")
+        resp = requests.get(f"{url}/app/x", timeout=TIMEOUT)
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"root_path": "/serve/app", "path": "/serve/app/x"}
+        assert requests.get(f"{url}/-/healthz", timeout=TIMEOUT).text == "success"
+    finally:
+        serve.delete("mounted")
