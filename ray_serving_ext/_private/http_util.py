@@ -26,6 +26,7 @@ _SCOPE_KEYS = (
     "raw_path",
     "query_string",
     "headers",
+    "subprotocols",
 )
 
 

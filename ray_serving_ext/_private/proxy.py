@@ -71,8 +71,10 @@ class ProxyASGIApp:
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             return
+        if scope["type"] == "websocket":
+            await self._proxy_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1000})
             return
         path = _route_path(scope)
         if path == "/-/healthz":
@@ -91,6 +93,36 @@ class ProxyASGIApp:
             await send({"type": "http.response.body", "body": body.encode()})
             return
         await self._proxy_request(scope, receive, send)
+
+    async def _proxy_websocket(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        """Relay a WebSocket between the client and one replica's ingress app, both ways."""
+        match = match_route(self.routes, _route_path(scope))
+        if match is None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        prefix, app_name, deployment = match
+        meta = RequestMetadata(
+            request_id=_header(scope, REQUEST_ID_HEADER) or new_request_id(), app_name=app_name,
+            route=prefix, http_method="WEBSOCKET", is_http_request=True,
+        )
+        router = self._router(DeploymentID(deployment, app_name))
+        try:
+            call = await router.assign_request(meta, (forwardable_scope(scope, prefix),), {}, transport.WEBSOCKET)
+        except (BackPressureError, DeploymentUnavailableError):
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        pump = asyncio.ensure_future(_pump_client_messages(receive, call))
+        try:
+            async for message in call:
+                await send(message)
+        except transport.ReplicaUnavailableError:
+            try:
+                await send({"type": "websocket.close", "code": 1011})
+            except Exception:
+                pass
+        finally:
+            pump.cancel()
+            call.cancel()
 
     async def _serve_metrics(self, send: Any) -> None:
         """Prometheus text of the whole instance (every proxy, replica and handle)."""
@@ -253,6 +285,15 @@ def _report_dead(router: Router, replica_id: str, exc: BaseException) -> None:
         )
     except Exception:
         pass
+
+
+async def _pump_client_messages(receive: Any, call: Any) -> None:
+    """Forward the WebSocket client's messages to the replica until it disconnects."""
+    while True:
+        message = await receive()
+        call.send_inbound(message)
+        if message["type"] == "websocket.disconnect":
+            return
 
 
 async def _wait_for_disconnect(receive: Any) -> None:

@@ -312,6 +312,10 @@ class ReplicaActor:
                 _, args, kwargs = body
                 await self._run_request(meta, stream.started, lambda u: _drain(u.call_streaming(meta.call_method, args, kwargs), stream.item))
                 stream.end()
+            elif kind == transport.WEBSOCKET:
+                _, scope = body
+                await self._run_request(meta, stream.started, lambda u: self._serve_websocket(u, scope, stream))
+                stream.end()
             elif kind == transport.HTTP:
                 _, scope, req_body = body
                 await self._run_request(meta, stream.started, lambda u: self._serve_http(u, meta, scope, req_body, stream.item))
@@ -359,6 +363,19 @@ class ReplicaActor:
         finally:
             if not future.done():
                 future.cancel()
+
+    # ---- WebSocket ---------------------------------------------------------------------------
+    async def _serve_websocket(self, user: UserCallable, scope: Dict[str, Any], stream: transport.ServerStream) -> Any:
+        """Run the ingress app on a WebSocket: client messages arrive as INBOUND frames, ours go as ITEMs."""
+        if user.asgi_app is None:  # as Ray Serve: WebSockets need an ASGI (FastAPI) ingress
+            stream.item({"type": "websocket.close", "code": 1003})
+            return ("__http_status__", "WS-UNSUPPORTED")
+
+        async def send(message: Dict[str, Any]) -> None:
+            stream.item(message)
+
+        await user.asgi_app(scope, stream.inbound.get, send)
+        return ("__http_status__", "WS")
 
     # ---- HTTP ------------------------------------------------------------------------------
     async def _serve_http(self, user: UserCallable, meta: RequestMetadata, scope: Dict[str, Any], body: bytes,

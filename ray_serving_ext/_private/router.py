@@ -238,7 +238,11 @@ class Router:
             conn = await self._connection(replica)
             if kind == transport.HTTP:
                 return conn.request(kind, (metadata, args[0], args[1]))
+            if kind == transport.WEBSOCKET:
+                return conn.request(kind, (metadata, args[0]))
             return conn.request(kind, (metadata, args, kwargs))
+        if kind == transport.WEBSOCKET:
+            raise DeploymentUnavailableError(self.deployment_id, "WebSockets need the direct transport")
         return RayCall.send(replica, metadata, args, kwargs, kind, self._loop)
 
     async def call_unary(self, metadata: RequestMetadata, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:

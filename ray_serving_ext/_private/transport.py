@@ -33,9 +33,10 @@ from ray import cloudpickle
 logger = logging.getLogger("ray_serving_ext.transport")
 
 HEADER = struct.Struct("!IBQ")
-HELLO, REQUEST, STARTED, RESULT, ITEM, END, ERROR, CANCEL = range(1, 9)
-# Request kinds carried in a REQUEST frame's payload.
-UNARY, STREAM, HTTP = "unary", "stream", "http"
+HELLO, REQUEST, STARTED, RESULT, ITEM, END, ERROR, CANCEL, INBOUND = range(1, 10)
+# Request kinds carried in a REQUEST frame's payload. A WEBSOCKET request also
+# takes INBOUND frames (the client's messages) for as long as it runs.
+UNARY, STREAM, HTTP, WEBSOCKET = "unary", "stream", "http", "websocket"
 
 MAX_FRAME = 2**32 - 1
 
@@ -189,6 +190,11 @@ class TransportCall:
             raise item
         return item
 
+    def send_inbound(self, message: Any) -> None:
+        """Send one message to the running request (a WebSocket client's message)."""
+        if not self.done:
+            self.conn.send(INBOUND, self.request_id, dumps(message))
+
     def cancel(self) -> None:
         if self.done:
             return
@@ -303,11 +309,12 @@ Handler = Callable[[str, Any, "ServerStream"], Any]
 class ServerStream:
     """What a request handler uses to answer: started(), item(), result(), error(), end()."""
 
-    __slots__ = ("_proto", "rid")
+    __slots__ = ("_proto", "rid", "inbound")
 
     def __init__(self, proto: "ReplicaServerProtocol", rid: int) -> None:
         self._proto = proto
         self.rid = rid
+        self.inbound: asyncio.Queue = asyncio.Queue()  # the caller's INBOUND messages
 
     def started(self) -> None:
         self._proto.send(STARTED, self.rid)
@@ -344,6 +351,7 @@ class ReplicaServerProtocol(asyncio.Protocol):
         self._authed = False
         self._reader = FrameReader()
         self._tasks: Dict[int, asyncio.Task] = {}
+        self._streams: Dict[int, ServerStream] = {}
         self._transport: Optional[asyncio.Transport] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -362,6 +370,10 @@ class ReplicaServerProtocol(asyncio.Protocol):
                 return
             if ftype == REQUEST:
                 self._start(rid, payload)
+            elif ftype == INBOUND:
+                stream = self._streams.get(rid)
+                if stream is not None:
+                    stream.inbound.put_nowait(pickle.loads(payload))
             elif ftype == CANCEL:
                 task = self._tasks.get(rid)
                 if task is not None:
@@ -376,7 +388,13 @@ class ReplicaServerProtocol(asyncio.Protocol):
             return
         task = asyncio.ensure_future(self._handler(kind, body, stream))
         self._tasks[rid] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(rid, None))
+        self._streams[rid] = stream
+
+        def forget(_task: asyncio.Task) -> None:
+            self._tasks.pop(rid, None)
+            self._streams.pop(rid, None)
+
+        task.add_done_callback(forget)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         # The caller is gone (proxy restarted, client process exited): stop its work.
