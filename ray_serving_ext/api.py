@@ -18,7 +18,8 @@ from ray_serving_ext._private.build import build_app
 from ray_serving_ext._private.client import ServeControllerClient, create_controller, find_controller
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.router import get_router_registry
-from ray_serving_ext.config import HTTPOptions, ProxyLocation, validate_route_prefix
+from ray_serving_ext.config import HTTPOptions, ProxyLocation
+from ray_serving_ext.config_file import validate_route_prefix
 from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException

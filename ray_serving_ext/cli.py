@@ -35,15 +35,8 @@ from ray_serving_ext._private.config_deploy import (
     deploy_config,
 )
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
-from ray_serving_ext.config import (
-    ConfigError,
-    HTTPOptions,
-    ProxyLocation,
-    ServeApplicationSchema,
-    ServeDeploySchema,
-    format_validation_error,
-    load_config_file,
-)
+from ray_serving_ext.config import HTTPOptions, ProxyLocation, format_validation_error
+from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
 
 PROG_NAME = "serve-ext"

@@ -3,8 +3,8 @@
 Names, fields, defaults and validation follow Ray Serve's ``ray.serve.config`` and
 ``ray.serve.schema`` so existing Serve YAML files and keyword options keep working;
 class docstrings state every deliberate difference. The module is pure pydantic +
-stdlib (PyYAML is imported lazily by :func:`load_config_file`) and never imports
-``ray``, so it works without a Ray cluster.
+stdlib and never imports ``ray``, so it works without a Ray cluster. The YAML
+file schema (``ServeDeploySchema`` and friends) is in ``config_file.py``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,33 @@ import json
 import logging
 import os
 import warnings
-from collections import Counter
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-    ValidationInfo, field_validator, model_validator,
+    field_validator, model_validator,
 )
 
 __all__ = [
-    "AutoscalingConfig", "ConfigError", "DeploymentConfig", "DeploymentSchema",
-    "HTTPOptions", "HTTPOptionsSchema", "LoggingConfig", "ProxyLocation",
-    "RayActorOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
-    "format_validation_error", "load_config_file", "validate_ray_actor_options",
-    "validate_route_prefix",
+    "AutoscalingConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "ProxyLocation",
+    "RayActorOptionsSchema", "format_validation_error", "validate_ray_actor_options",
 ]
+
+# The config-file schema lives in config_file.py; these names stay importable from
+# here (resolved on first use, so importing this module never imports that one).
+_FILE_SCHEMA_NAMES = frozenset({
+    "ConfigError", "DeploymentSchema", "HTTPOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
+    "load_config_file", "validate_route_prefix",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FILE_SCHEMA_NAMES:
+        from ray_serving_ext import config_file
+
+        return getattr(config_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _MAX_REPLICAS_PER_NODE_MAX_VALUE = 100  # Ray Serve's upper bound.
 _DEFAULT_KEEP_ALIVE_TIMEOUT_S = 90  # Ray Serve's uvicorn keep-alive default.
@@ -54,18 +65,6 @@ def _reject_bool(value: Any) -> Any:
 
 # An ``int`` that does not silently accept booleans (``num_replicas: yes`` in YAML).
 _Int = Annotated[int, BeforeValidator(_reject_bool)]
-
-
-class ConfigError(ValueError):
-    """A Serve config file could not be read or is invalid.
-
-    ``str(err)`` names the file and, for schema errors, lists one problem per line
-    (see :func:`format_validation_error`). ``err.path`` is the file's path.
-    """
-
-    def __init__(self, message: str, path: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 class ProxyLocation(str, Enum):
@@ -249,26 +248,6 @@ class HTTPOptions(BaseModel):
         if self.host is None:
             self.__dict__["location"] = ProxyLocation.Disabled  # skip re-validation
         return self
-
-
-class HTTPOptionsSchema(BaseModel):
-    """The ``http_options`` block of a Serve config file.
-
-    Ray Serve ignores unknown keys here; this schema rejects them (for example the
-    unsupported ``ssl_*`` options) rather than silently dropping them.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "0.0.0.0"
-    port: int = Field(default=8000, ge=0, le=65535)
-    root_path: str = ""
-    request_timeout_s: Optional[float] = Field(default=None, gt=0)
-    keep_alive_timeout_s: int = Field(default=_DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
-
-    def to_http_options(self) -> HTTPOptions:
-        """The equivalent runtime :class:`HTTPOptions` (other fields at defaults)."""
-        return HTTPOptions(**self.model_dump())
 
 
 class RayActorOptionsSchema(BaseModel):
@@ -487,260 +466,6 @@ class DeploymentConfig(BaseModel):
 
 
 # DeploymentSchema fields that may be written as null in a config file.
-_NULLABLE_OVERRIDES = frozenset(
-    {"num_replicas", "user_config", "autoscaling_config", "max_replicas_per_node"}
-)
-
-
-class DeploymentSchema(BaseModel):
-    """Per-deployment overrides in a Serve config file.
-
-    Every field except ``name`` is optional: a field not written in the file does
-    not override the option set in code. Only ``num_replicas``, ``user_config``,
-    ``autoscaling_config`` and ``max_replicas_per_node`` may be null.
-    ``num_replicas`` is a positive int or ``"auto"``; an int cannot be combined
-    with ``autoscaling_config``. ``autoscaling_config`` is kept as the user's dict
-    but validated (over the ``"auto"`` defaults when ``num_replicas: auto``).
-    Unlike Ray Serve, unknown keys are rejected.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    num_replicas: Optional[Union[int, Literal["auto"]]] = None
-    max_ongoing_requests: Optional[_Int] = Field(default=None, gt=0)
-    max_queued_requests: Optional[_QueueLimit] = None
-    user_config: Optional[
-        Annotated[dict[str, Any], AfterValidator(_check_json_serializable)]
-    ] = None
-    autoscaling_config: Optional[dict[str, Any]] = None
-    graceful_shutdown_wait_loop_s: Optional[float] = Field(default=None, ge=0)
-    graceful_shutdown_timeout_s: Optional[float] = Field(default=None, ge=0)
-    health_check_period_s: Optional[float] = Field(default=None, gt=0)
-    health_check_timeout_s: Optional[float] = Field(default=None, gt=0)
-    ray_actor_options: Optional[RayActorOptionsSchema] = None
-    placement_group_bundles: Optional[_Bundles] = None
-    placement_group_strategy: Optional[_Strategy] = None
-    max_replicas_per_node: Optional[_ReplicasPerNode] = None
-    logging_config: Optional[LoggingConfig] = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _null_only_where_allowed(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None and info.field_name not in _NULLABLE_OVERRIDES:
-            raise ValueError("may not be null; omit the field to keep the value set in code")
-        return value
-
-    @field_validator("num_replicas", mode="before")
-    @classmethod
-    def _num_replicas(cls, value: Any) -> Any:
-        if value is None or value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f'num_replicas must be an int or "auto", got {value!r}')
-        if value < 1:
-            raise ValueError(f"num_replicas must be at least 1, got {value}")
-        return value
-
-    @field_validator("autoscaling_config", mode="before")
-    @classmethod
-    def _autoscaling(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, AutoscalingConfig):
-            value = value.model_dump(exclude_unset=True)
-        if not isinstance(value, dict):
-            return value  # None, or a wrong type that pydantic reports
-        effective = dict(value)
-        if info.data.get("num_replicas") == "auto":
-            effective = {**AutoscalingConfig.default().model_dump(exclude_unset=True), **value}
-        try:
-            AutoscalingConfig.model_validate(effective)
-        except ValidationError as e:
-            raise ValueError(format_validation_error(e).replace("\n", "; ")) from None
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DeploymentSchema:
-        if isinstance(self.num_replicas, int) and self.autoscaling_config is not None:
-            raise ValueError(_NUM_REPLICAS_AND_AUTOSCALING_ERROR)
-        if self.max_replicas_per_node is not None and self.placement_group_bundles:
-            raise ValueError(
-                "Setting max_replicas_per_node is not allowed when "
-                "placement_group_bundles is provided."
-            )
-        return self
-
-    def is_autoscaling_configured(self) -> bool:
-        """True if these overrides turn autoscaling on."""
-        return self.num_replicas == "auto" or self.autoscaling_config is not None
-
-    def overrides(self) -> dict[str, Any]:
-        """The options written in the file, ready to merge over the code's options.
-
-        Holds only the explicitly set fields except ``name``; nested models are
-        dumped to dicts of their set fields. So that a plain
-        ``{**code_options, **overrides}`` never holds both an int ``num_replicas``
-        and an ``autoscaling_config``, two fields are added: an int
-        ``num_replicas`` also yields ``autoscaling_config: None``, and an
-        ``autoscaling_config`` without ``num_replicas`` yields ``num_replicas: None``.
-        """
-        result: dict[str, Any] = {}
-        for name in sorted(self.model_fields_set - {"name"}):
-            value = getattr(self, name)
-            if isinstance(value, BaseModel):
-                value = value.model_dump(exclude_unset=True)
-            result[name] = value
-        if isinstance(result.get("num_replicas"), int):
-            result["autoscaling_config"] = None
-        elif result.get("autoscaling_config") is not None and "num_replicas" not in result:
-            result["num_replicas"] = None
-        return result
-
-
-def validate_route_prefix(value: Optional[str]) -> Optional[str]:
-    """Return *value* if it is a valid route prefix, else raise ``ValueError``.
-
-    None is valid (no HTTP route). Otherwise the prefix must start with "/", must
-    not end with "/" unless it is exactly "/", and must not contain "{" or "}".
-    """
-    if value is None:
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"route_prefix must be a string or None, got {value!r}")
-    problem = None
-    if not value.startswith("/"):
-        problem = 'must start with "/"'
-    elif len(value) > 1 and value.endswith("/"):
-        problem = 'cannot end with "/" unless the entire prefix is just "/"'
-    elif "{" in value or "}" in value:
-        problem = 'cannot contain wildcards, so it cannot contain "{" or "}"'
-    if problem:
-        raise ValueError(f'Got "{value}" for route_prefix. Route prefix {problem}.')
-    return value
-
-
-def _validate_import_path(value: str) -> str:
-    """Accept ``"module.sub:attr"`` or ``"module.sub.attr"`` (Ray Serve's rules)."""
-    sep = ":" if ":" in value else "."
-    problem = None
-    if value.count(":") > 1:
-        problem = "may have at most one colon"
-    elif sep == "." and "." not in value:
-        problem = (
-            "must contain a dot or colon separating the module from the attribute, "
-            'e.g. "module.app" or "module:app"'
-        )
-    elif value.startswith(sep) or value.endswith(sep):
-        problem = f"may not start or end with a {'colon' if sep == ':' else 'dot'}"
-    if problem:
-        raise ValueError(f'Got invalid import path "{value}". An import path {problem}.')
-    return value
-
-
-def _duplicates(values: list[str]) -> list[str]:
-    """The values occurring more than once, in first-seen order."""
-    return [v for v, n in Counter(values).items() if n > 1]
-
-
-class ServeApplicationSchema(BaseModel):
-    """One application in a Serve config file (or a whole single-app file).
-
-    ``host``/``port`` are deprecated single-app fields, rejected inside a
-    multi-app file (see :class:`ServeDeploySchema`). Deployment names are unique.
-    With ``external_scaler_enabled`` no deployment may configure autoscaling.
-    Unlike Ray Serve, unknown keys are rejected, ``runtime_env`` URIs are not
-    required to be remote, and ``autoscaling_policy`` is not supported.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(default="default", min_length=1)
-    route_prefix: Optional[str] = "/"
-    import_path: str
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
-    host: str = "0.0.0.0"
-    port: int = Field(default=8000, ge=0, le=65535)
-    deployments: list[DeploymentSchema] = Field(default_factory=list)
-    args: dict[str, Any] = Field(default_factory=dict)
-    logging_config: Optional[LoggingConfig] = None
-    external_scaler_enabled: bool = False
-
-    @field_validator("route_prefix")
-    @classmethod
-    def _route_prefix(cls, value: Optional[str]) -> Optional[str]:
-        return validate_route_prefix(value)
-
-    @field_validator("import_path")
-    @classmethod
-    def _import_path(cls, value: str) -> str:
-        return _validate_import_path(value)
-
-    @field_validator("deployments")
-    @classmethod
-    def _unique_deployments(cls, value: list[DeploymentSchema]) -> list[DeploymentSchema]:
-        dups = _duplicates([d.name for d in value])
-        if dups:
-            raise ValueError(
-                f"Found multiple configs for deployment(s) {dups}. Each deployment "
-                "name may appear only once."
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _external_scaler(self) -> ServeApplicationSchema:
-        autoscaled = [d.name for d in self.deployments if d.is_autoscaling_configured()]
-        if self.external_scaler_enabled and autoscaled:
-            raise ValueError(
-                f"external_scaler_enabled is True, but deployment(s) {autoscaled} "
-                "configure autoscaling; Serve's autoscaling must be off for all of them."
-            )
-        return self
-
-    @property
-    def deployment_names(self) -> list[str]:
-        """Names of the deployments this config overrides, in file order."""
-        return [d.name for d in self.deployments]
-
-
-class ServeDeploySchema(BaseModel):
-    """A whole multi-application Serve config file.
-
-    Application names are unique and non-empty, non-null route prefixes are
-    unique, and applications may not set ``host``/``port`` (use ``http_options``).
-    ``grpc_options`` is kept as a plain dict. Unlike Ray Serve, unknown keys (e.g.
-    ``tracing_config``, ``controller_options``) are rejected.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    proxy_location: ProxyLocation = ProxyLocation.EveryNode
-    http_options: HTTPOptionsSchema = Field(default_factory=HTTPOptionsSchema)
-    grpc_options: Optional[dict[str, Any]] = None
-    logging_config: Optional[LoggingConfig] = None
-    applications: list[ServeApplicationSchema]
-    target_capacity: Optional[float] = Field(default=None, ge=0, le=100)
-
-    @field_validator("applications")
-    @classmethod
-    def _unique_apps(cls, value: list[ServeApplicationSchema]) -> list[ServeApplicationSchema]:
-        dup_names = _duplicates([a.name for a in value])
-        if dup_names:
-            raise ValueError(
-                f"Found multiple configs for application(s) {dup_names}. "
-                "Please remove all duplicates."
-            )
-        dup_routes = _duplicates([a.route_prefix for a in value if a.route_prefix is not None])
-        if dup_routes:
-            raise ValueError(
-                f"Found duplicate applications for route prefix(es) {dup_routes}. "
-                "Please ensure each application's route_prefix is unique."
-            )
-        for app in value:
-            for key in sorted({"host", "port"} & app.model_fields_set):
-                raise ValueError(
-                    f"{key} is set in the config for application '{app.name}'. Remove "
-                    "it and set it in the top-level http_options instead."
-                )
-        return value
 
 
 _MESSAGE_PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -768,39 +493,3 @@ def format_validation_error(err: ValidationError) -> str:
             msg = f"{msg} (got {value!r})"
         lines.append(f"{path}: {msg}")
     return "\n".join(lines)
-
-
-def load_config_file(path: str) -> ServeDeploySchema:
-    """Read and validate a Serve YAML config file.
-
-    Accepts a multi-application file (``applications: [...]``) or a
-    single-application file (an application mapping with ``import_path`` at the
-    top level; its ``host``/``port`` move to ``http_options``). Raises
-    :class:`ConfigError` naming *path* if the file cannot be read, is not YAML,
-    is not a mapping at the top level, or fails validation (one error per line).
-    """
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"Could not read config file {path!r}: {e}", path) from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"Config file {path!r} is not valid YAML: {e}", path) from e
-    if not isinstance(raw, dict):
-        kind = "empty" if raw is None else f"a {type(raw).__name__}"
-        raise ConfigError(
-            f"Config file {path!r} must hold a mapping at the top level, but it is {kind}.",
-            path,
-        )
-    if "import_path" in raw and "applications" not in raw:
-        app = dict(raw)
-        http_options = {k: app.pop(k) for k in ("host", "port") if k in app}
-        raw = {"applications": [app], **({"http_options": http_options} if http_options else {})}
-    try:
-        return ServeDeploySchema.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(
-            f"Invalid config file {path!r}:\n{format_validation_error(e)}", path
-        ) from e

@@ -27,12 +27,8 @@ import ray
 from pydantic import BaseModel, ValidationError
 
 from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
-from ray_serving_ext.config import (
-    DeploymentSchema,
-    ServeApplicationSchema,
-    ServeDeploySchema,
-    format_validation_error,
-)
+from ray_serving_ext.config import format_validation_error
+from ray_serving_ext.config_file import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
 
