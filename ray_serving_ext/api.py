@@ -137,7 +137,8 @@ def start(
             preflight_checkpoint(checkpoint)  # a corrupt checkpoint fails here, before anything starts
         controller = create_controller(http, location, detached, checkpoint, _logging_config_dict(logging_config))
         _client = ServeControllerClient(controller)
-        _wait_for_proxies(_client, timeout_s=60)
+        if location != "Disabled":
+            _wait_for_proxies(_client, timeout_s=60)
 
 
 def _logging_config_dict(logging_config: Any) -> Optional[Dict[str, Any]]:
@@ -151,15 +152,12 @@ def _logging_config_dict(logging_config: Any) -> Optional[Dict[str, Any]]:
 
 
 def _wait_for_proxies(client: ServeControllerClient, timeout_s: float) -> None:
+    """Return once every proxy has started (or failed to: status() then says so), bounded."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         proxies = client.get_serve_status().proxies
         if proxies and all(str(s) in ("HEALTHY", "UNHEALTHY") for s in proxies.values()):
             return
-        if proxies == {} and time.monotonic() > deadline - timeout_s + 2:
-            details = ray.get(client.controller.get_proxy_details.remote())
-            if not details:
-                return  # proxies disabled
         time.sleep(0.05)
 
 

@@ -19,6 +19,7 @@ from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_r
 from ray_serving_ext._private.event_loop import get_router_loop, in_loop
 from ray_serving_ext._private.router import get_router_registry
 from ray_serving_ext._private.transport import STREAM
+from ray_serving_ext.context import _get_request_context
 from ray_serving_ext.exceptions import RequestCancelledError
 
 
@@ -37,8 +38,6 @@ _UNSET: Any = _Unset()
 
 
 def _current_request_id() -> Optional[str]:
-    from ray_serving_ext.context import _get_request_context
-
     ctx = _get_request_context()
     return ctx.request_id if ctx is not None else None
 

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ray
 
@@ -58,8 +58,21 @@ def required_resources(ray_actor_options: Dict[str, Any]) -> Dict[str, float]:
     return {k: v for k, v in req.items() if v > 0}
 
 
+_nodes_cache: Tuple[float, List[Dict[str, Any]]] = (0.0, [])
+
+
+def _alive_nodes() -> List[Dict[str, Any]]:
+    """ray.nodes(), at most once a second: the control loop asks ten times as often."""
+    global _nodes_cache
+    stamp, nodes = _nodes_cache
+    if time.monotonic() - stamp > 1.0:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        _nodes_cache = (time.monotonic(), nodes)
+    return nodes
+
+
 def _fits_some_node(req: Dict[str, float]) -> bool:
-    for node in ray.nodes():
+    for node in _alive_nodes():
         if node.get("Alive") and all(node.get("Resources", {}).get(k, 0) >= v for k, v in req.items()):
             return True
     return False
@@ -274,8 +287,8 @@ class DeploymentState:
             if rec.node_id:  # replicas are pinned when started, so starting ones count too
                 counts[rec.node_id] = counts.get(rec.node_id, 0) + 1
         nodes = [
-            n["NodeID"] for n in ray.nodes()
-            if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v for k, v in req.items())
+            n["NodeID"] for n in _alive_nodes()
+            if all(n.get("Resources", {}).get(k, 0) >= v for k, v in req.items())
             and counts.get(n["NodeID"], 0) < limit
         ]
         return min(nodes, key=lambda node: counts.get(node, 0)) if nodes else None

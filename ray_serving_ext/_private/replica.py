@@ -35,7 +35,9 @@ from starlette.responses import Response as _StarletteResponse
 
 _PLAIN_CALL = _StarletteResponse.__call__
 from ray_serving_ext.config import DeploymentConfig
-from ray_serving_ext.context import ReplicaContext, RequestContext, _set_replica_context, _set_request_context
+from ray_serving_ext.context import (
+    ReplicaContext, RequestContext, _request_context, _set_replica_context, _set_request_context,
+)
 
 logger = logging.getLogger("ray_serving_ext.replica")
 
@@ -255,10 +257,12 @@ class ReplicaActor:
             },
         )
 
-    async def _run_request(self, meta: RequestMetadata, on_started: Callable[[], None], work: Callable[[UserCallable], Awaitable[Any]]) -> Any:
-        """Admit under the limiter, set the request context, run `work`, log one access line."""
-        if self._user is None:
-            await asyncio.wrap_future(self._init_future) if self._init_future else None
+    async def _run_request(self, meta: RequestMetadata, on_started: Callable[[], None],
+                           work: Callable[[UserCallable], Awaitable[Any]], outcome: Optional["_Outcome"] = None) -> Any:
+        """Admit under the limiter, set the request context, run `work`, record metrics and one
+        access line (with `outcome.status`, which HTTP and WebSocket work set, when given)."""
+        if self._user is None and self._init_future is not None:
+            await asyncio.wrap_future(self._init_future)
         user = self._user
         if user is None:
             raise RuntimeError("Replica is not initialized.")
@@ -274,9 +278,9 @@ class ReplicaActor:
         failed = False
         try:
             result = await work(user)
-            if isinstance(result, tuple) and len(result) == 2 and result[0] == "__http_status__":
-                status = str(result[1])
-                failed = isinstance(result[1], int) and result[1] >= 500
+            if outcome is not None and outcome.status is not None:
+                status = str(outcome.status)
+                failed = isinstance(outcome.status, int) and outcome.status >= 500
             return result
         except asyncio.CancelledError:
             status = "CANCELLED"
@@ -287,7 +291,7 @@ class ReplicaActor:
             logger.exception("Request %s failed.", meta.request_id)
             raise
         finally:
-            _request_context_reset(token)
+            _request_context.reset(token)
             limiter.release()
             self._record(meta, status, start, failed)
 
@@ -314,11 +318,17 @@ class ReplicaActor:
                 stream.end()
             elif kind == transport.WEBSOCKET:
                 _, scope = body
-                await self._run_request(meta, stream.started, lambda u: self._serve_websocket(u, scope, stream))
+                outcome = _Outcome()
+                await self._run_request(meta, stream.started, lambda u: self._serve_websocket(u, scope, stream, outcome),
+                                        outcome)
                 stream.end()
             elif kind == transport.HTTP:
                 _, scope, req_body = body
-                await self._run_request(meta, stream.started, lambda u: self._serve_http(u, meta, scope, req_body, stream.item))
+                outcome = _Outcome()
+                await self._run_request(
+                    meta, stream.started, lambda u: self._serve_http(u, meta, scope, req_body, stream.item, outcome),
+                    outcome,
+                )
                 stream.end()
             else:
                 raise ValueError(f"Unknown request kind {kind!r}")
@@ -339,10 +349,13 @@ class ReplicaActor:
 
     async def handle_http(self, meta: RequestMetadata, scope: Dict[str, Any], body: bytes) -> AsyncIterator[List[Dict[str, Any]]]:
         """Serve one HTTP request; yields batches of ASGI messages (start, body chunks)."""
-        async for batch in self._bridge(meta, lambda u, emit: self._serve_http(u, meta, scope, body, emit)):
+        outcome = _Outcome()
+        async for batch in self._bridge(meta, lambda u, emit: self._serve_http(u, meta, scope, body, emit, outcome),
+                                        outcome):
             yield batch
 
-    async def _bridge(self, meta: RequestMetadata, work: Callable[[UserCallable, Callable[[Any], None]], Awaitable[Any]]) -> AsyncIterator[Any]:
+    async def _bridge(self, meta: RequestMetadata, work: Callable[[UserCallable, Callable[[Any], None]], Awaitable[Any]],
+                      outcome: Optional["_Outcome"] = None) -> AsyncIterator[Any]:
         """Run `work` on the serving loop, handing what it emits to this (actor) loop."""
         actor_loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -351,7 +364,7 @@ class ReplicaActor:
         def emit(item: Any) -> None:
             actor_loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        future = asyncio.run_coroutine_threadsafe(self._run_request(meta, _noop, lambda u: work(u, emit)), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._run_request(meta, _noop, lambda u: work(u, emit), outcome), self._loop)
         future.add_done_callback(lambda _f: actor_loop.call_soon_threadsafe(queue.put_nowait, done))
         try:
             while True:
@@ -365,30 +378,31 @@ class ReplicaActor:
                 future.cancel()
 
     # ---- WebSocket ---------------------------------------------------------------------------
-    async def _serve_websocket(self, user: UserCallable, scope: Dict[str, Any], stream: transport.ServerStream) -> Any:
+    async def _serve_websocket(self, user: UserCallable, scope: Dict[str, Any], stream: transport.ServerStream,
+                               outcome: "_Outcome") -> None:
         """Run the ingress app on a WebSocket: client messages arrive as INBOUND frames, ours go as ITEMs."""
         if user.asgi_app is None:  # as Ray Serve: WebSockets need an ASGI (FastAPI) ingress
             stream.item({"type": "websocket.close", "code": 1003})
-            return ("__http_status__", "WS-UNSUPPORTED")
+            outcome.status = "WS-UNSUPPORTED"
+            return
 
         async def send(message: Dict[str, Any]) -> None:
             stream.item(message)
 
+        outcome.status = "WS"
         await user.asgi_app(scope, stream.inbound.get, send)
-        return ("__http_status__", "WS")
 
     # ---- HTTP ------------------------------------------------------------------------------
     async def _serve_http(self, user: UserCallable, meta: RequestMetadata, scope: Dict[str, Any], body: bytes,
-                          emit: Callable[[List[Dict[str, Any]]], None]) -> Any:
+                          emit: Callable[[List[Dict[str, Any]]], None], outcome: "_Outcome") -> None:
         """Run the user's ASGI app or callable; emits message batches (a whole small response at once)."""
         receive = BufferedReceive(body)
         pending: List[Dict[str, Any]] = []
-        state = {"status": None}
 
         async def send(message: Dict[str, Any]) -> None:
             pending.append(message)
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
+                outcome.status = message["status"]
                 return
             batch = pending[:]
             pending.clear()
@@ -403,7 +417,7 @@ class ReplicaActor:
                 result = await user.call(meta.call_method, (Request(scope, receive),), {})
                 response = to_response(result)
                 if _is_plain(response):  # the whole body is in hand: no ASGI round of sends
-                    state["status"] = response.status_code
+                    outcome.status = response.status_code
                     emit([
                         {"type": "http.response.start", "status": response.status_code,
                          "headers": response.raw_headers},
@@ -415,14 +429,13 @@ class ReplicaActor:
             raise
         except Exception:
             logger.error("Request %s failed:\n%s", meta.request_id, traceback.format_exc())
-            if state["status"] is None:
-                state["status"] = 500
+            if outcome.status is None:
+                outcome.status = 500
                 emit(plain_response_messages(500, f"Internal Server Error (request id: {meta.request_id})"))
         finally:
             receive.disconnect()
             if pending:
                 emit(pending[:])
-        return ("__http_status__", state["status"])
 
 
 def _noop() -> None:
@@ -447,7 +460,10 @@ async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], None]) -> None:
         emit(item)
 
 
-def _request_context_reset(token: Any) -> None:
-    from ray_serving_ext.context import _request_context
+class _Outcome:
+    """How an HTTP or WebSocket request ended (its status), for metrics and the access line."""
 
-    _request_context.reset(token)
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status: Any = None

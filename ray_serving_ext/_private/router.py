@@ -325,9 +325,22 @@ class RayCall:
 _RAY_DEATH = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
 
 
+_RESPONSE_TYPES: Optional[Tuple[type, type]] = None
+
+
+def _response_types() -> Tuple[type, type]:
+    """handle.py's response classes (imported once, on first use: handle.py imports this module)."""
+    global _RESPONSE_TYPES
+    if _RESPONSE_TYPES is None:
+        from ray_serving_ext.handle import DeploymentResponse, DeploymentResponseGenerator
+
+        _RESPONSE_TYPES = (DeploymentResponse, DeploymentResponseGenerator)
+    return _RESPONSE_TYPES
+
+
 async def _resolve_responses(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
     """Replace DeploymentResponse arguments by their results (as Ray Serve passes values)."""
-    from ray_serving_ext.handle import DeploymentResponse, DeploymentResponseGenerator
+    DeploymentResponse, DeploymentResponseGenerator = _response_types()
 
     def bad(value: Any) -> bool:
         return isinstance(value, DeploymentResponseGenerator)
