@@ -13,5 +13,5 @@ if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-ge
     || echo "[bench:run.sh] could not install wrk; the Python load generator will be used" >&2
 fi
 
-python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+python -m pip install --quiet --disable-pip-version-check --progress-bar off -c ci/constraints.txt -e ".[bench]"
 exec python -m benchmarks.run "$@"
