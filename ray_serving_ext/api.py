@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, Optional, Union
 import ray
 
 from ray_serving_ext._private.build import build_app
-from ray_serving_ext._private.client import ServeControllerClient, create_controller, find_controller
+from ray_serving_ext._private.client import ServeControllerClient, create_controller
+from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.router import get_router_registry
 from ray_serving_ext.config import HTTPOptions, ProxyLocation

@@ -27,7 +27,8 @@ import ray
 import yaml
 from pydantic import ValidationError
 
-from ray_serving_ext._private.client import ServeControllerClient, find_controller
+from ray_serving_ext._private.client import ServeControllerClient
+from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.config_deploy import (
     AppBuildError,
     build_apps,

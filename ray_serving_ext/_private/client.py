@@ -13,19 +13,12 @@ from typing import Any, Dict, List, Optional
 import ray
 
 from ray_serving_ext._private.build import BuiltApplication
-from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
+from ray_serving_ext._private.cluster import current_node_id, find_controller, kill_actor, remote_class, system_actor_options
+from ray_serving_ext._private.constants import CONTROLLER_NAME
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ServeStatus, status_from_dict
 
 logger = logging.getLogger("ray_serving_ext")
-
-
-def find_controller() -> Optional[Any]:
-    """The running controller's handle, or None."""
-    try:
-        return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-    except ValueError:
-        return None
 
 
 def create_controller(
@@ -39,20 +32,9 @@ def create_controller(
     from ray_serving_ext._private.controller import ServeController
 
     owner_job_id = None if detached else ray.get_runtime_context().get_job_id()
-    head = ray.get_runtime_context().get_node_id()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    controller = ray.remote(ServeController).options(
-        name=CONTROLLER_NAME,
-        namespace=SERVE_NAMESPACE,
-        lifetime="detached",
-        max_restarts=-1,
-        max_task_retries=0,
-        num_cpus=0,
-        max_concurrency=100_000,
-        get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True),
-    ).remote(http_options, proxy_location, detached, owner_job_id, checkpoint, logging_config)
+    # On this (the driver's) node, softly: the controller may move if the node goes.
+    options = system_actor_options(CONTROLLER_NAME, current_node_id(), soft=True)
+    controller = remote_class(ServeController).options(**options).remote(http_options, proxy_location, detached, owner_job_id, checkpoint, logging_config)
     ray.get(controller.ready.remote(), timeout=120)
     return controller
 
@@ -138,10 +120,7 @@ class ServeControllerClient:
             pass
         except ray.exceptions.GetTimeoutError:
             logger.warning("Serve did not shut down gracefully within %ss; killing it.", timeout_s)
-        try:
-            ray.kill(self._controller, no_restart=True)
-        except Exception:
-            pass
+        kill_actor(self._controller)
         _wait_until_gone(timeout_s=30)
 
 

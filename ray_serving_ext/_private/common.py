@@ -83,16 +83,3 @@ def parse_replica_actor_name(name: str) -> Optional[Dict[str, str]]:
     if len(parts) != 3:
         return None
     return {"app_name": parts[0], "deployment": parts[1], "suffix": parts[2]}
-
-
-def get_controller_handle() -> Any:
-    """The controller actor. Never starts or joins a Ray cluster: background
-    loops call this, and after the driver's Ray has shut down they must fail,
-    not attach to some other cluster on the machine."""
-    import ray
-
-    from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
-
-    if not ray.is_initialized():
-        raise RuntimeError("Ray is not initialized in this process.")
-    return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)

@@ -16,7 +16,8 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ray_serving_ext._private import metrics, transport
-from ray_serving_ext._private.common import get_controller_handle, DeploymentID, RequestMetadata, new_request_id
+from ray_serving_ext._private.cluster import get_controller
+from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, REQUEST_ID_HEADER
 from ray_serving_ext._private.http_util import forwardable_scope, send_plain
@@ -27,10 +28,6 @@ from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableE
 
 logger = logging.getLogger("ray_serving_ext.proxy")
 
-
-
-def _controller() -> Any:
-    return get_controller_handle()
 
 
 def match_route(routes: List[Tuple[str, str, str]], path: str) -> Optional[Tuple[str, str, str]]:
@@ -64,7 +61,7 @@ class ProxyASGIApp:
     def _router(self, dep_id: DeploymentID) -> Router:
         router = self.routers.get(dep_id)
         if router is None:
-            router = Router(dep_id, asyncio.get_running_loop(), _controller)
+            router = Router(dep_id, asyncio.get_running_loop(), get_controller)
             self.routers[dep_id] = router
         return router
 
@@ -127,7 +124,7 @@ class ProxyASGIApp:
     async def _serve_metrics(self, send: Any) -> None:
         """Prometheus text of the whole instance (every proxy, replica and handle)."""
         try:
-            text = await asyncio.wait_for(_controller().get_metrics_text.remote(), 10)
+            text = await asyncio.wait_for(get_controller().get_metrics_text.remote(), 10)
             status = 200
         except Exception as exc:
             text, status = f"# metrics unavailable: {exc}\n", 503
@@ -280,7 +277,7 @@ class _ReplicaDied(Exception):
 
 def _report_dead(router: Router, replica_id: str, exc: BaseException) -> None:
     try:
-        _controller().report_dead_replica.remote(
+        get_controller().report_dead_replica.remote(
             router.deployment_id.app_name, router.deployment_id.name, replica_id, type(exc).__name__
         )
     except Exception:
@@ -393,8 +390,8 @@ class ProxyActor:
         if self._serve_task is not None:
             return
         loop = asyncio.get_running_loop()
-        self._long_poll = LongPollClient(_controller, {"routes": self._app.update_routes}, loop)
-        metrics.get_pusher(loop, _controller).add_flusher(flush_logs)
+        self._long_poll = LongPollClient(get_controller, {"routes": self._app.update_routes}, loop)
+        metrics.get_pusher(loop, get_controller).add_flusher(flush_logs)
         config = uvicorn.Config(
             self._app,
             host=self._http_options.get("host") or "127.0.0.1",

@@ -7,24 +7,13 @@ import time
 from typing import Any, Dict, List, Optional
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX, SERVE_NAMESPACE
-from ray_serving_ext._private.replica_record import PendingCall, call_result, ref_ready
+from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX
+from ray_serving_ext._private.cluster import PendingCall, kill_actor, remote_class, system_actor_options
+from ray_serving_ext._private.proxy import ProxyActor
 from ray_serving_ext.schema import ProxyStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
-
-_remote_cls: Any = None
-
-
-def _proxy_remote_class() -> Any:
-    global _remote_cls
-    if _remote_cls is None:
-        from ray_serving_ext._private.proxy import ProxyActor
-
-        _remote_cls = ray.remote(ProxyActor)
-    return _remote_cls
 
 
 def head_node_id() -> Optional[str]:
@@ -49,7 +38,7 @@ class ProxyRecord:
 def _took(rec: ProxyRecord, call: PendingCall) -> bool:
     """Record the outcome of a finished ready/health call on the proxy; True if it succeeded."""
     try:
-        call_result(call)
+        call.result()
     except Exception as exc:
         rec.status = ProxyStatus.UNHEALTHY
         rec.error = str(exc)
@@ -78,17 +67,8 @@ class ProxyStateManager:
         return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
 
     def _create(self, node_id: str) -> None:
-        actor = _proxy_remote_class().options(
-            name=PROXY_NAME_PREFIX + node_id,
-            namespace=SERVE_NAMESPACE,
-            lifetime="detached",
-            max_restarts=-1,
-            max_task_retries=0,
-            num_cpus=0,
-            max_concurrency=100_000,
-            get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(node_id, self.http_options, self.logging_config)
+        options = system_actor_options(PROXY_NAME_PREFIX + node_id, node_id, soft=False)
+        actor = remote_class(ProxyActor).options(**options).remote(node_id, self.http_options, self.logging_config)
         self.proxies[node_id] = ProxyRecord(node_id, actor)
 
     def update(self) -> None:
@@ -105,7 +85,7 @@ class ProxyStateManager:
 
     def _poll(self, rec: ProxyRecord, now: float) -> None:
         if rec.ready_ref is not None:
-            if ref_ready(rec.ready_ref):
+            if rec.ready_ref.done():
                 ref, rec.ready_ref = rec.ready_ref, None
                 if not _took(rec, ref):
                     logger.error("Proxy on node %s failed to start: %s", rec.node_id, rec.error)
@@ -116,7 +96,7 @@ class ProxyStateManager:
                 rec.health_ref = PendingCall(rec.actor.check_health.remote())
                 rec.health_sent = now
             return
-        if ref_ready(rec.health_ref):
+        if rec.health_ref.done():
             ref, rec.health_ref = rec.health_ref, None
             rec.last_check = now
             if not _took(rec, ref):
@@ -140,8 +120,5 @@ class ProxyStateManager:
 
     def kill_all(self) -> None:
         for rec in self.proxies.values():
-            try:
-                ray.kill(rec.actor, no_restart=True)
-            except Exception:
-                pass
+            kill_actor(rec.actor)
         self.proxies.clear()

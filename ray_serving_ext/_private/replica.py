@@ -25,7 +25,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, O
 import ray
 
 from ray_serving_ext._private import metrics, transport
-from ray_serving_ext._private.common import get_controller_handle, RequestMetadata
+from ray_serving_ext._private.cluster import get_controller
+from ray_serving_ext._private.common import RequestMetadata
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
@@ -169,7 +170,7 @@ class ReplicaActor:
         self._server, self._port = await transport.start_server(self._token, self._handle_transport)
         set_models_listener(self._models_changed)
         gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
-        pusher = metrics.get_pusher(asyncio.get_running_loop(), _controller)
+        pusher = metrics.get_pusher(asyncio.get_running_loop(), get_controller)
         ongoing = metrics.REPLICA_ONGOING.labels(self._deployment_name, self._replica_id, self._app_name)
         limiter = self._get_limiter()
         pusher.add_flusher(lambda: ongoing.set(limiter.running + limiter.waiting))
@@ -180,7 +181,7 @@ class ReplicaActor:
         """Tell the controller which multiplexed models this replica holds (routing prefers it)."""
         self._model_ids = list(model_ids)
         try:
-            _controller().record_multiplexed_models.remote(
+            get_controller().record_multiplexed_models.remote(
                 self._app_name, self._deployment_name, self._replica_id, self._model_ids
             )
         except Exception:
@@ -449,10 +450,6 @@ def _is_plain(response: Any) -> bool:
         and getattr(response, "background", None) is None
         and isinstance(getattr(response, "body", None), (bytes, bytearray))
     )
-
-
-def _controller() -> Any:
-    return get_controller_handle()
 
 
 async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], None]) -> None:

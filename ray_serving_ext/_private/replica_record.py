@@ -12,47 +12,13 @@ from typing import Any, Dict, Optional
 
 import ray
 
+from ray_serving_ext._private.cluster import PendingCall, kill_actor, remote_class
 from ray_serving_ext._private.common import DeploymentID, replica_actor_name
 from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS, SERVE_NAMESPACE
+from ray_serving_ext._private.replica import ReplicaActor
 from ray_serving_ext.schema import ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")
-
-_remote_cls: Any = None
-
-
-def _replica_remote_class() -> Any:
-    global _remote_cls
-    if _remote_cls is None:
-        from ray_serving_ext._private.replica import ReplicaActor
-
-        _remote_cls = ray.remote(ReplicaActor)
-    return _remote_cls
-
-
-class PendingCall:
-    """An actor call in flight, polled without blocking the controller's event loop."""
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
-        self._future = ref.future()
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def result(self) -> Any:
-        return self._future.result()
-
-
-def ref_ready(call: Any) -> bool:
-    if isinstance(call, PendingCall):
-        return call.done()
-    ready, _ = ray.wait([call], timeout=0, fetch_local=False)
-    return bool(ready)
-
-
-def call_result(call: Any) -> Any:
-    return call.result() if isinstance(call, PendingCall) else ray.get(call)
 
 
 def actor_options(ray_actor_options: Dict[str, Any], max_ongoing_requests: int) -> Dict[str, Any]:
@@ -116,7 +82,7 @@ class ReplicaRecord:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
-        self.actor = _replica_remote_class().options(
+        self.actor = remote_class(ReplicaActor).options(
             name=self.actor_name,
             namespace=SERVE_NAMESPACE,
             lifetime="detached",
@@ -143,10 +109,10 @@ class ReplicaRecord:
 
     def poll_pending(self) -> Optional[Dict[str, Any]]:
         """None while the pending call runs; its result when done; raises what it raised."""
-        if self.pending_ref is None or not ref_ready(self.pending_ref):
+        if self.pending_ref is None or not self.pending_ref.done():
             return None
         ref, self.pending_ref = self.pending_ref, None
-        meta = call_result(ref)
+        meta = ref.result()
         self.pid = meta.get("pid")
         self.node_id = meta.get("node_id", "")
         self.node_ip = meta.get("node_ip", "")
@@ -185,11 +151,11 @@ class ReplicaRecord:
                 self.health_ref = PendingCall(self.actor.check_health.remote())
                 self.health_sent_at = now
             return None
-        if ref_ready(self.health_ref):
+        if self.health_ref.done():
             ref, self.health_ref = self.health_ref, None
             self.last_health_check = now
             try:
-                call_result(ref)
+                ref.result()
                 self.health_failures = 0
                 return True
             except ray.exceptions.RayActorError as exc:
@@ -226,17 +192,14 @@ class ReplicaRecord:
 
     def poll_stopped(self) -> bool:
         """Kill the actor once it has drained (or the deadline passed); True when gone."""
-        if self.stop_ref is not None and not ref_ready(self.stop_ref) and time.time() < self.stop_deadline:
+        if self.stop_ref is not None and not self.stop_ref.done() and time.time() < self.stop_deadline:
             return False
         self.kill()
         return True
 
     def kill(self) -> None:
         if self.actor is not None:
-            try:
-                ray.kill(self.actor, no_restart=True)
-            except Exception:
-                pass
+            kill_actor(self.actor)
         if self.placement_group is not None:
             from ray.util.placement_group import remove_placement_group
 

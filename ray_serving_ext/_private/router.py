@@ -20,7 +20,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import ray
 
 from ray_serving_ext._private import metrics, transport
-from ray_serving_ext._private.common import get_controller_handle, DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
+from ray_serving_ext._private.cluster import get_controller, local_node_ip
+from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -28,10 +29,6 @@ logger = logging.getLogger("ray_serving_ext")
 
 # The direct TCP data path; RAY_SERVE_EXT_TRANSPORT=ray sends requests as Ray actor calls instead.
 USE_DIRECT_TRANSPORT = os.environ.get("RAY_SERVE_EXT_TRANSPORT", "tcp").lower() != "ray"
-
-
-def _default_controller() -> Any:
-    return get_controller_handle()
 
 
 def replicas_key(deployment_id: DeploymentID) -> str:
@@ -45,7 +42,7 @@ class Router:
         self,
         deployment_id: DeploymentID,
         loop: asyncio.AbstractEventLoop,
-        get_controller: Callable[[], Any] = _default_controller,
+        get_controller: Callable[[], Any] = get_controller,
         on_dead_replica: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.deployment_id = deployment_id
@@ -189,7 +186,7 @@ class Router:
             return conn
         pending = self._connecting.get(rid)
         if pending is None:
-            host = "127.0.0.1" if replica.node_ip in ("", _local_ip()) else replica.node_ip
+            host = "127.0.0.1" if replica.node_ip in ("", local_node_ip()) else replica.node_ip
             pending = asyncio.ensure_future(
                 transport.ReplicaConnection.open(host, replica.port, replica.token, rid)
             )
@@ -257,16 +254,6 @@ class Router:
                     raise
                 logger.warning("Request %s lost before it started; retrying.", metadata.request_id)
         raise AssertionError("unreachable")
-
-
-_local_ip_cache: Optional[str] = None
-
-
-def _local_ip() -> str:
-    global _local_ip_cache
-    if _local_ip_cache is None:
-        _local_ip_cache = ray.util.get_node_ip_address()
-    return _local_ip_cache
 
 
 class RayCall:

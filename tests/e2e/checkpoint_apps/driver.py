@@ -26,7 +26,8 @@ import ray
 import requests
 
 import ray_serving_ext as serve
-from ray_serving_ext._private.client import ServeControllerClient, find_controller
+from ray_serving_ext._private.client import ServeControllerClient
+from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.constants import SERVE_NAMESPACE
 from tests.e2e.checkpoint_apps import apps
 from tests.utils import wait_for_condition

@@ -1,0 +1,193 @@
+"""The one module that asks Ray core about the cluster and creates Serve's actors.
+
+Everything Serve needs from Ray besides calling actor methods lives here:
+- node and resource queries, as an immutable :class:`NodeSnapshot` that the
+  controller takes once per control-loop tick and hands to its state managers
+  (so those are plain state machines, testable without Ray);
+- finding the controller, and the creation options shared by the system
+  actors (controller and proxies);
+- the cached ``ray.remote`` classes of the controller, proxy and replica
+  (:func:`remote_class`);
+- :class:`PendingCall`, an actor call polled without blocking an event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import ray
+
+from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
+
+_HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+# ---------------------------------------------------------------------------- nodes
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One alive node: its id, IP and total resources."""
+
+    node_id: str
+    ip: str
+    resources: Mapping[str, float]
+    is_head: bool = False
+
+    def fits(self, required: Mapping[str, float]) -> bool:
+        """True if the node's total resources cover `required`."""
+        return all(self.resources.get(k, 0) >= v for k, v in required.items())
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """The alive nodes and the cluster's resources at one moment."""
+
+    nodes: Tuple[NodeInfo, ...] = ()
+    total_resources: Mapping[str, float] = field(default_factory=dict)
+    available_resources: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def node_ids(self) -> List[str]:
+        return [n.node_id for n in self.nodes]
+
+    def head_node_id(self) -> Optional[str]:
+        for node in self.nodes:
+            if node.is_head:
+                return node.node_id
+        return None
+
+    def nodes_fitting(self, required: Mapping[str, float]) -> List[NodeInfo]:
+        """The nodes whose total resources could host something needing `required`."""
+        return [n for n in self.nodes if n.fits(required)]
+
+    def fits_some_node(self, required: Mapping[str, float]) -> bool:
+        return bool(self.nodes_fitting(required))
+
+    @property
+    def is_single_node(self) -> bool:
+        return len(self.nodes) <= 1
+
+
+def take_node_snapshot() -> NodeSnapshot:
+    """Ask Ray for the alive nodes and the cluster's resources (three GCS calls)."""
+    nodes = tuple(
+        NodeInfo(
+            node_id=n["NodeID"],
+            ip=n.get("NodeManagerAddress", ""),
+            resources=dict(n.get("Resources", {})),
+            is_head=_HEAD_NODE_RESOURCE in n.get("Resources", {}),
+        )
+        for n in ray.nodes()
+        if n.get("Alive")
+    )
+    return NodeSnapshot(nodes, dict(ray.cluster_resources()), dict(ray.available_resources()))
+
+
+class NodeSnapshotSource:
+    """Takes a new snapshot at most every `min_interval_s` (ray.nodes() is a GCS round trip)."""
+
+    def __init__(self, min_interval_s: float = 1.0) -> None:
+        self._min_interval_s = min_interval_s
+        self._snapshot = NodeSnapshot()
+        self._taken_at = float("-inf")
+
+    def refresh(self, now: float) -> NodeSnapshot:
+        if now - self._taken_at >= self._min_interval_s:
+            self._snapshot = take_node_snapshot()
+            self._taken_at = now
+        return self._snapshot
+
+
+_local_ip: Optional[str] = None
+
+
+def local_node_ip() -> str:
+    """This process's node IP (cached: it does not change)."""
+    global _local_ip
+    if _local_ip is None:
+        _local_ip = ray.util.get_node_ip_address()
+    return _local_ip
+
+
+def current_node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+# ---------------------------------------------------------------------------- the controller
+
+
+def find_controller() -> Optional[Any]:
+    """The running controller's handle, or None."""
+    try:
+        return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+
+
+def get_controller() -> Any:
+    """The controller actor. Never starts or joins a Ray cluster: background
+    loops call this, and after the driver's Ray has shut down they must fail,
+    not attach to some other cluster on the machine."""
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not initialized in this process.")
+    return ray.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+
+
+# ---------------------------------------------------------------------------- creating actors
+
+
+def system_actor_options(name: str, node_id: str, soft: bool) -> Dict[str, Any]:
+    """Creation options of the controller and the proxies: named and detached in
+    the `serve` namespace, restarted by Ray forever, no CPU reserved, pinned to
+    `node_id` (softly for the controller, which may move if its node goes)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {
+        "name": name,
+        "namespace": SERVE_NAMESPACE,
+        "lifetime": "detached",
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "num_cpus": 0,
+        "max_concurrency": 100_000,
+        "get_if_exists": True,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=soft),
+    }
+
+
+_remote_classes: Dict[type, Any] = {}
+
+
+def remote_class(actor_cls: type) -> Any:
+    """`ray.remote(actor_cls)`, made once per class and process."""
+    cls = _remote_classes.get(actor_cls)
+    if cls is None:
+        cls = _remote_classes[actor_cls] = ray.remote(actor_cls)
+    return cls
+
+
+def kill_actor(actor: Any) -> None:
+    """End an actor for good (no restart); no error if it is already gone."""
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------- calls in flight
+
+
+class PendingCall:
+    """An actor call in flight, polled without blocking the controller's event loop."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+        self._future = ref.future()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> Any:
+        """The call's value; raises what the call raised. Only once done()."""
+        return self._future.result()
