@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import signal
 import socket
@@ -35,7 +34,7 @@ from ray_serving_ext._private.config_deploy import (
     build_config_from_import_paths,
     deploy_config,
 )
-from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
+from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, default_ray_address
 from ray_serving_ext.config import HTTPOptions, ProxyLocation, format_validation_error
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
@@ -48,7 +47,7 @@ _PROBE_TIMEOUT_S = 3.0
 
 
 def _default_address() -> str:
-    return os.environ.get("RAY_ADDRESS") or "auto"
+    return default_ray_address()
 
 
 def _address_option(default: Any = _default_address) -> Any:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
+from ray_serving_ext._private.constants import default_log_encoding
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
     field_validator, model_validator,
@@ -140,7 +140,7 @@ class AutoscalingConfig(BaseModel):
 
 def _default_log_encoding() -> Literal["TEXT", "JSON"]:
     """``$RAY_SERVE_LOG_ENCODING`` if it is ``JSON`` (as in Ray Serve), else TEXT."""
-    return "JSON" if os.environ.get("RAY_SERVE_LOG_ENCODING") == "JSON" else "TEXT"
+    return "JSON" if default_log_encoding() == "JSON" else "TEXT"
 
 
 class LoggingConfig(BaseModel):

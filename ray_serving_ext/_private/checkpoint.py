@@ -43,16 +43,15 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ray import cloudpickle
 
-from ray_serving_ext._private.constants import CHECKPOINT_FORMAT_VERSION, CHECKPOINT_KEY, KV_NAMESPACE
+from ray_serving_ext._private.constants import (
+    CHECKPOINT_FORMAT_VERSION, CHECKPOINT_KEY, KV_NAMESPACE, STORAGE_OPTIONS_ENV,
+    checkpoint_storage_options_json, s3_endpoint_url,
+)
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
 CHECKPOINT_MAGIC = b"RAY_SERVING_EXT_CHECKPOINT\n"
 SUPPORTED_SCHEMES = ("file://", "s3://", "gs://", "custom://")
-# An S3-compatible endpoint (MinIO, moto, ...) for s3:// checkpoints, read where serve.start runs.
-S3_ENDPOINT_ENV = "RAY_SERVE_EXT_S3_ENDPOINT_URL"
-# A JSON object of extra fsspec storage options for s3:// and gs://, read where serve.start runs.
-STORAGE_OPTIONS_ENV = "RAY_SERVE_EXT_CHECKPOINT_STORAGE_OPTIONS"
 EXTRA_HINT = "pip install 'ray_serving_ext[checkpoint]'"
 _FSSPEC_PACKAGES = {"s3": "s3fs", "gs": "gcsfs"}
 
@@ -206,14 +205,14 @@ def _filesystem_class(protocol: str) -> Any:
 def storage_options_from_env(protocol: str) -> Dict[str, Any]:
     """fsspec storage options for `protocol` from RAY_SERVE_EXT_CHECKPOINT_STORAGE_OPTIONS
     (a JSON object) and, for s3, RAY_SERVE_EXT_S3_ENDPOINT_URL (as client_kwargs.endpoint_url)."""
-    raw = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+    raw = checkpoint_storage_options_json()
     try:
         options = json.loads(raw) if raw else {}
     except ValueError as exc:
         raise ValueError(f"{STORAGE_OPTIONS_ENV} is not valid JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise ValueError(f"{STORAGE_OPTIONS_ENV} must be a JSON object, got {type(options).__name__}.")
-    endpoint = os.environ.get(S3_ENDPOINT_ENV, "").strip()
+    endpoint = s3_endpoint_url()
     if protocol == "s3" and endpoint:
         client_kwargs = dict(options.get("client_kwargs") or {})
         client_kwargs.setdefault("endpoint_url", endpoint)

@@ -27,6 +27,7 @@ import ray
 from pydantic import BaseModel, ValidationError
 
 from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
+from ray_serving_ext._private.constants import CONFIG_BUILD_TIMEOUT_S, runtime_env_include_gitignore
 from ray_serving_ext.config import format_validation_error
 from ray_serving_ext.config_file import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 from ray_serving_ext.deployment import Application
@@ -34,8 +35,6 @@ from ray_serving_ext.exceptions import RayServeException
 
 logger = logging.getLogger("ray_serving_ext")
 
-# Bound on one build task (a runtime_env with pip packages can take minutes to set up).
-BUILD_TIMEOUT_S = float(os.environ.get("RAY_SERVE_CONFIG_BUILD_TIMEOUT_S", "600"))
 # Options of a deployment that `serve build` never writes into a config file.
 _NOT_IN_CONFIG = ("name", "version", "route_prefix")
 
@@ -289,7 +288,7 @@ def _get_build_task() -> Any:
 def _call_uploader(fn: Any, env: Dict[str, Any], scratch: str) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = {"scratch_dir": scratch, "logger": logger}
     if "include_gitignore" in inspect.signature(fn).parameters:
-        kwargs["include_gitignore"] = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+        kwargs["include_gitignore"] = runtime_env_include_gitignore()
     return fn(env, **kwargs)
 
 
@@ -336,12 +335,12 @@ def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[
 
 def _get_result(app: ServeApplicationSchema, ref: Any) -> Tuple[str, Any]:
     try:
-        return ray.get(ref, timeout=BUILD_TIMEOUT_S)
+        return ray.get(ref, timeout=CONFIG_BUILD_TIMEOUT_S)
     except ray.exceptions.RuntimeEnvSetupError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
         return "error", f"Application '{app.name}': its runtime_env could not be set up: {reason}"
     except ray.exceptions.GetTimeoutError:
-        return "error", f"Application '{app.name}': importing '{app.import_path}' took over {BUILD_TIMEOUT_S:.0f}s."
+        return "error", f"Application '{app.name}': importing '{app.import_path}' took over {CONFIG_BUILD_TIMEOUT_S:.0f}s."
     except ray.exceptions.RayError as exc:
         return "error", f"Application '{app.name}': the build task failed: {type(exc).__name__}: {exc}"
 

@@ -1,7 +1,10 @@
 """Names, intervals and limits shared by the controller, proxies, replicas and handles.
 
-Every tunable can be overridden by an environment variable of the same name
-(prefixed RAY_SERVE_ as Ray Serve's are), read once at import time.
+This is the only module that reads environment variables. Tunables are read
+once, at import time, from a variable of the same name (prefixed RAY_SERVE_ as
+Ray Serve's are). The few settings that must follow the environment of the
+process calling the API at that moment (log encoding, checkpoint storage, the
+CLI's address) are functions that read it when called.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def _env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
 SERVE_NAMESPACE = "serve"
 CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
 PROXY_NAME_PREFIX = "SERVE_PROXY_ACTOR-"
@@ -30,6 +37,13 @@ DEFAULT_APP_NAME = "default"
 
 # Header carrying the request id, kept from the client when it sends one.
 REQUEST_ID_HEADER = "x-request-id"
+
+# The direct TCP data path; RAY_SERVE_EXT_TRANSPORT=ray sends requests as Ray actor calls instead.
+USE_DIRECT_TRANSPORT = _env_str("RAY_SERVE_EXT_TRANSPORT", "tcp").lower() != "ray"
+# How often every serving process pushes its metrics and load to the controller.
+METRICS_PUSH_INTERVAL_S = _env_float("RAY_SERVE_EXT_METRICS_PUSH_INTERVAL_S", 1.0)
+# Bound on one config-file build task (a runtime_env with pip packages can take minutes).
+CONFIG_BUILD_TIMEOUT_S = _env_float("RAY_SERVE_CONFIG_BUILD_TIMEOUT_S", 600.0)
 
 # How often the controller's reconcile loop runs.
 CONTROL_LOOP_INTERVAL_S = _env_float("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", 0.1)
@@ -57,3 +71,33 @@ BACKPRESSURE_RETRY_AFTER_S = 1
 KV_NAMESPACE = b"ray_serving_ext"
 CHECKPOINT_KEY = "serve-controller-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
+
+
+# ---- read when called: they follow the calling process's environment -----------------
+S3_ENDPOINT_ENV = "RAY_SERVE_EXT_S3_ENDPOINT_URL"
+STORAGE_OPTIONS_ENV = "RAY_SERVE_EXT_CHECKPOINT_STORAGE_OPTIONS"
+
+
+def default_log_encoding() -> str:
+    """``JSON`` if ``$RAY_SERVE_LOG_ENCODING`` says so (as in Ray Serve), else ``TEXT``."""
+    return "JSON" if _env_str("RAY_SERVE_LOG_ENCODING") == "JSON" else "TEXT"
+
+
+def default_ray_address() -> str:
+    """The CLI's default cluster address: ``$RAY_ADDRESS``, else ``auto``."""
+    return _env_str("RAY_ADDRESS") or "auto"
+
+
+def runtime_env_include_gitignore() -> bool:
+    """Whether uploads of a local working_dir honour .gitignore (Ray's own switch)."""
+    return _env_str("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+
+
+def checkpoint_storage_options_json() -> str:
+    """``$RAY_SERVE_EXT_CHECKPOINT_STORAGE_OPTIONS``: extra fsspec options as JSON."""
+    return _env_str(STORAGE_OPTIONS_ENV).strip()
+
+
+def s3_endpoint_url() -> str:
+    """``$RAY_SERVE_EXT_S3_ENDPOINT_URL``: an S3-compatible endpoint (MinIO, moto)."""
+    return _env_str(S3_ENDPOINT_ENV).strip()

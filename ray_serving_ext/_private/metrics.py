@@ -20,11 +20,10 @@ from typing import Any, Callable, Dict, List, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ray_serving_ext._private.constants import _env_float
+from ray_serving_ext._private.constants import METRICS_PUSH_INTERVAL_S
 
 logger = logging.getLogger("ray_serving_ext.metrics")
 
-METRICS_PUSH_INTERVAL_S = _env_float("RAY_SERVE_EXT_METRICS_PUSH_INTERVAL_S", 1.0)
 # Latency buckets in milliseconds (Ray Serve's default boundaries).
 LATENCY_BUCKETS_MS = [
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000, 120000, 300000, 600000,

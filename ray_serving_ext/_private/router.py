@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -21,14 +20,13 @@ import ray
 
 from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.cluster import get_controller, local_node_ip
+from ray_serving_ext._private.constants import USE_DIRECT_TRANSPORT
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext")
 
-# The direct TCP data path; RAY_SERVE_EXT_TRANSPORT=ray sends requests as Ray actor calls instead.
-USE_DIRECT_TRANSPORT = os.environ.get("RAY_SERVE_EXT_TRANSPORT", "tcp").lower() != "ray"
 
 
 def replicas_key(deployment_id: DeploymentID) -> str:

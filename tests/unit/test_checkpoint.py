@@ -19,6 +19,7 @@ import textwrap
 import pytest
 
 from ray_serving_ext._private import checkpoint as ckpt
+from ray_serving_ext._private import constants
 from ray_serving_ext._private.build import build_app
 from ray_serving_ext._private.checkpoint import (
     CHECKPOINT_MAGIC,
@@ -251,24 +252,24 @@ def test_missing_fsspec_backend_names_the_extra(monkeypatch):
 
 
 def test_storage_options_from_env(monkeypatch):
-    monkeypatch.setenv(ckpt.S3_ENDPOINT_ENV, "http://127.0.0.1:9000")
-    monkeypatch.setenv(ckpt.STORAGE_OPTIONS_ENV, json.dumps({"anon": False, "client_kwargs": {"region_name": "x"}}))
+    monkeypatch.setenv(constants.S3_ENDPOINT_ENV, "http://127.0.0.1:9000")
+    monkeypatch.setenv(constants.STORAGE_OPTIONS_ENV, json.dumps({"anon": False, "client_kwargs": {"region_name": "x"}}))
     assert ckpt.storage_options_from_env("s3") == {
         "anon": False,
         "client_kwargs": {"region_name": "x", "endpoint_url": "http://127.0.0.1:9000"},
     }
     assert ckpt.storage_options_from_env("gs") == {"anon": False, "client_kwargs": {"region_name": "x"}}
-    monkeypatch.setenv(ckpt.STORAGE_OPTIONS_ENV, "[1]")
+    monkeypatch.setenv(constants.STORAGE_OPTIONS_ENV, "[1]")
     with pytest.raises(ValueError, match="JSON object"):
         ckpt.storage_options_from_env("s3")
-    monkeypatch.setenv(ckpt.STORAGE_OPTIONS_ENV, "{oops")
+    monkeypatch.setenv(constants.STORAGE_OPTIONS_ENV, "{oops")
     with pytest.raises(ValueError, match="not valid JSON"):
         ckpt.storage_options_from_env("s3")
 
 
 def test_s3_store_carries_endpoint_and_pickles(monkeypatch):
     pytest.importorskip("s3fs")
-    monkeypatch.setenv(ckpt.S3_ENDPOINT_ENV, "http://127.0.0.1:1")
+    monkeypatch.setenv(constants.S3_ENDPOINT_ENV, "http://127.0.0.1:1")
     manager = make_checkpoint_manager("s3://bucket/a/b/")
     copy = pickle.loads(pickle.dumps(manager))
     assert copy.store.storage_options["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:1"
