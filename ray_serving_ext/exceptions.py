@@ -58,19 +58,9 @@ class RequestCancelledError(RayServeException):
         return (RequestCancelledError, (self.request_id,))
 
 
-class RequestTimeoutError(RayServeException):
-    """The request ran past `request_timeout_s` (HTTP 408)."""
-
-
-class DeploymentApplicationError(RayServeException):
-    """Raised by `serve.run` when an application fails to deploy."""
-
-
 __all__ = [
     "RayServeException",
     "BackPressureError",
     "DeploymentUnavailableError",
     "RequestCancelledError",
-    "RequestTimeoutError",
-    "DeploymentApplicationError",
 ]

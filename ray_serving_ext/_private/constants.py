@@ -31,8 +31,6 @@ CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
 PROXY_NAME_PREFIX = "SERVE_PROXY_ACTOR-"
 REPLICA_NAME_PREFIX = "SERVE_REPLICA::"
 
-DEFAULT_HTTP_HOST = "127.0.0.1"
-DEFAULT_HTTP_PORT = 8000
 DEFAULT_APP_NAME = "default"
 
 # Header carrying the request id, kept from the client when it sends one.
