@@ -61,7 +61,6 @@ class ServeController:
         self._save_lock = asyncio.Lock()
         self._started_at = time.time()
         self._loop_error = ""
-        self._restore_errors: Dict[str, str] = {}
         self._target_capacity: Optional[float] = None
         self._recovered = self._recover()
         self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
@@ -78,9 +77,8 @@ class ServeController:
             try:
                 self._apps.deploy(app["built"], app.get("config"))
                 self._apps.apps[app["built"].name].deployed_at = app.get("deployed_at", time.time())
-            except Exception as exc:  # one bad app must not keep the others from coming back
+            except Exception:  # one bad app must not keep the others from coming back
                 logger.exception("Could not restore application %s.", getattr(app.get("built"), "name", "?"))
-                self._restore_errors[getattr(app.get("built"), "name", "?")] = repr(exc)
         self._set_target_capacity(state.get("target_capacity"))
         self._adopt_live_replicas()
         self._deployments.recovering = False
@@ -250,9 +248,6 @@ class ServeController:
         app = self._apps.apps.get(name)
         return None if app is None or app.deleting else app.ingress
 
-    async def get_ingress_deployments(self) -> Dict[str, str]:
-        return {name: app.ingress for name, app in self._apps.apps.items() if not app.deleting}
-
     async def get_serve_status(self) -> Dict[str, Any]:
         return {
             "proxies": self._proxies.status_dict(),
@@ -272,9 +267,6 @@ class ServeController:
 
     async def get_http_config(self) -> Dict[str, Any]:
         return dict(self._http_options)
-
-    async def get_proxy_details(self) -> Dict[str, Any]:
-        return {node: {"status": rec.status.value, "error": rec.error} for node, rec in self._proxies.proxies.items()}
 
     async def record_metrics(self, report: Dict[str, Any]) -> None:
         """A process's metrics text and its callers' load per deployment (for autoscaling)."""
@@ -315,9 +307,6 @@ class ServeController:
         for name in list(self._apps.apps):
             self._apps.delete(name)
         self._checkpoint.clear()
-
-    async def get_restore_errors(self) -> Dict[str, str]:
-        return dict(self._restore_errors)
 
     async def graceful_shutdown(self, timeout_s: float = 60.0) -> bool:
         """Delete every application, stop proxies; True when all replicas are gone in time."""

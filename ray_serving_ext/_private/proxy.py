@@ -415,9 +415,6 @@ class ProxyActor:
     async def check_health(self) -> None:
         await self.ready()
 
-    async def get_num_requests(self) -> int:
-        return self._app.num_requests
-
     async def prepare_for_shutdown(self) -> None:
         await self._on_loop(self._shutdown())
 
