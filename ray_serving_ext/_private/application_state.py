@@ -14,7 +14,7 @@ from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec
 from ray_serving_ext._private.common import DeploymentID
 from ray_serving_ext._private.deployment_state import DeploymentState
 from ray_serving_ext.exceptions import RayServeException
-from ray_serving_ext.schema import ApplicationStatus, DeploymentStatus
+from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatus
 
 
 class DeploymentStateManager:
@@ -151,21 +151,22 @@ class ApplicationStateManager:
                 )
         self._publish_routes()
 
-    def status_dict(self) -> Dict[str, Any]:
+    def status_overviews(self) -> Dict[str, ApplicationStatusOverview]:
+        """Every application's status (with its deployments') as `serve.status()` reports it."""
         out = {}
         for name, app in self.apps.items():
             deployments = {}
             for dep_id in app.deployment_ids():
                 state = self._deployments.get(dep_id)
                 if state is not None:
-                    deployments[dep_id.name] = state.status_dict()
-            out[name] = {
-                "status": app.status.value,
-                "message": app.message,
-                "last_deployed_time_s": app.deployed_at,
-                "deployments": deployments,
-                "route_prefix": app.route_prefix,
-            }
+                    deployments[dep_id.name] = state.status_overview()
+            out[name] = ApplicationStatusOverview(
+                status=app.status,
+                message=app.message,
+                last_deployed_time_s=app.deployed_at,
+                deployments=deployments,
+                route_prefix=app.route_prefix,
+            )
         return out
 
 

@@ -16,7 +16,7 @@ from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.cluster import current_node_id, find_controller, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.constants import CONTROLLER_NAME
 from ray_serving_ext.exceptions import RayServeException
-from ray_serving_ext.schema import ApplicationStatus, ServeStatus, status_from_dict
+from ray_serving_ext.schema import ApplicationStatus, ServeStatus
 
 logger = logging.getLogger("ray_serving_ext")
 
@@ -95,7 +95,8 @@ class ServeControllerClient:
         raise TimeoutError(f"Applications {names} were not deleted within {timeout_s}s.")
 
     def get_serve_status(self) -> ServeStatus:
-        return status_from_dict(self._get(self._controller.get_serve_status.remote()))
+        """The controller's `ServeStatus`, as it built it."""
+        return self._get(self._controller.get_serve_status.remote())
 
     def get_app_ingress(self, name: str) -> Optional[str]:
         return self._get(self._controller.get_app_ingress.remote(name))

@@ -27,6 +27,7 @@ from ray_serving_ext._private.proxy_state import ProxyStateManager
 from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext._private.router import replicas_key
 from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.schema import ServeStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
@@ -248,12 +249,12 @@ class ServeController:
         app = self._apps.apps.get(name)
         return None if app is None or app.deleting else app.ingress
 
-    async def get_serve_status(self) -> Dict[str, Any]:
-        return {
-            "proxies": self._proxies.status_dict(),
-            "applications": self._apps.status_dict(),
-            "target_capacity": self._target_capacity,
-        }
+    async def get_serve_status(self) -> ServeStatus:
+        return ServeStatus(
+            proxies=self._proxies.statuses(),
+            applications=self._apps.status_overviews(),
+            target_capacity=self._target_capacity,
+        )
 
     async def get_app_configs(self) -> Dict[str, Any]:
         return {name: app.config for name, app in self._apps.apps.items() if not app.deleting}

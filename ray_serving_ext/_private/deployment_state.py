@@ -30,7 +30,7 @@ from ray_serving_ext._private.constants import (
 )
 from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext.config import DeploymentConfig
-from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusOverview, DeploymentStatusTrigger, ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
@@ -443,15 +443,16 @@ class DeploymentState:
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         return counts
 
-    def status_dict(self) -> Dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "status_trigger": self.trigger.value,
-            "replica_states": self.replica_state_counts(),
-            "message": self.message,
-            "target_num_replicas": self.target_num_replicas,
-            "last_error": self.last_error,
-        }
+    def status_overview(self) -> DeploymentStatusOverview:
+        """This deployment's status as `serve.status()` reports it."""
+        return DeploymentStatusOverview(
+            status=self.status,
+            status_trigger=self.trigger,
+            replica_states={ReplicaState(k): v for k, v in self.replica_state_counts().items()},
+            message=self.message,
+            target_num_replicas=self.target_num_replicas,
+            last_error=self.last_error,
+        )
 
     def replica_details(self) -> List[Dict[str, Any]]:
         return [

@@ -106,8 +106,9 @@ class ProxyStateManager:
             rec.health_ref = None
             rec.status = ProxyStatus.UNHEALTHY
 
-    def status_dict(self) -> Dict[str, str]:
-        return {node_id: rec.status.value for node_id, rec in self.proxies.items()}
+    def statuses(self) -> Dict[str, ProxyStatus]:
+        """Each proxy's status by node id."""
+        return {node_id: rec.status for node_id, rec in self.proxies.items()}
 
     def shutdown(self) -> List[Any]:
         refs = []
