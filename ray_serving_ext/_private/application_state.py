@@ -10,53 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec
+from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.common import DeploymentID
-from ray_serving_ext._private.deployment_state import DeploymentState
+from ray_serving_ext._private.deployment_state import DeploymentState, DeploymentStateManager
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatus
-
-
-class DeploymentStateManager:
-    """All deployments of all applications."""
-
-    def __init__(self, broadcast: Callable[[DeploymentID, Any], None]) -> None:
-        self._broadcast = broadcast
-        self.states: Dict[DeploymentID, DeploymentState] = {}
-        self.recovering = False  # new states start quiet (see DeploymentState.recovering)
-        self.target_capacity: Optional[float] = None
-
-    def deploy(self, deployment_id: DeploymentID, spec: DeploymentSpec) -> None:
-        state = self.states.get(deployment_id)
-        if state is None:
-            state = DeploymentState(deployment_id, self._broadcast)
-            state.recovering = self.recovering
-            self.states[deployment_id] = state
-        state.capacity = self.target_capacity
-        state.deploy(spec)
-
-    def set_target_capacity(self, target_capacity: Optional[float]) -> None:
-        """Scale every deployment's replica count to target_capacity percent (None: 100)."""
-        self.target_capacity = target_capacity
-        for state in self.states.values():
-            state.set_capacity(target_capacity)
-
-    def delete(self, deployment_id: DeploymentID) -> None:
-        if deployment_id in self.states:
-            self.states[deployment_id].delete()
-
-    def get(self, deployment_id: DeploymentID) -> Optional[DeploymentState]:
-        return self.states.get(deployment_id)
-
-    def update(self) -> None:
-        for deployment_id, state in list(self.states.items()):
-            state.update()
-            if state.is_gone():
-                del self.states[deployment_id]
-                state._broadcast_if_changed(force=True)  # tell routers it no longer exists
-
-    def num_replicas(self) -> int:
-        return sum(len(s.replicas) for s in self.states.values())
 
 
 class ApplicationState:

@@ -15,16 +15,17 @@ from typing import Any, Dict, List, Optional
 
 import ray
 
-from ray_serving_ext._private.application_state import ApplicationStateManager, DeploymentStateManager
+from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
+from ray_serving_ext._private.cluster import NodeSnapshotSource, kill_actor
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
 from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, SERVE_NAMESPACE
+from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
 from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
-from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext._private.router import replicas_key
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ServeStatus
@@ -52,6 +53,7 @@ class ServeController:
         self._checkpoint = checkpoint or CheckpointManager(RayInternalKVStore())
         self._long_poll = LongPollHost()
         self._metrics = MetricsStore()
+        self._nodes = NodeSnapshotSource(min_interval_s=1.0)
         self._deployments = DeploymentStateManager(self._broadcast_deployment)
         self._apps = ApplicationStateManager(self._deployments, self._broadcast_routes)
         self._logging_config = logging_config or {}
@@ -98,13 +100,8 @@ class ServeController:
                 actor = ray.get_actor(entry["name"], namespace=SERVE_NAMESPACE)
             except ValueError:
                 continue
-            state = self._deployments.get(dep_id)
-            rec = ReplicaRecord(dep_id, parsed["suffix"], "", {})
-            if state is None:
-                rec.kill()  # belongs to nothing we know: an orphan
-                continue
-            rec.recover(actor)
-            state.replicas[rec.replica_id] = rec
+            if not self._deployments.adopt_recovered(dep_id, parsed["suffix"], actor):
+                kill_actor(actor)  # belongs to nothing we know: an orphan
 
     async def _persist(self) -> None:
         """Save the goal state now (off the event loop), so a change is durable when its call returns.
@@ -137,10 +134,13 @@ class ServeController:
             await asyncio.sleep(CONTROL_LOOP_INTERVAL_S)
 
     def _step(self) -> None:
-        self._deployments.update()
+        # One look at the cluster per tick (re-read at most once a second), shared by
+        # every manager, so none of them asks Ray itself.
+        nodes = self._nodes.refresh(time.monotonic())
+        self._deployments.update(nodes)
         self._apps.update()
         if not self._shutting_down:
-            self._proxies.update()
+            self._proxies.update(nodes)
         if self._dirty and not self._shutting_down and (self._save_task is None or self._save_task.done()):
             self._save_task = asyncio.get_event_loop().create_task(self._save_in_background())
         self._check_owner()
@@ -322,8 +322,6 @@ class ServeController:
             except Exception:
                 pass
         self._proxies.kill_all()
-        for state in self._deployments.states.values():
-            for rec in state.replicas.values():
-                rec.kill()
+        self._deployments.kill_all_replicas()
         self._checkpoint.clear()
         return self._deployments.num_replicas() == 0
