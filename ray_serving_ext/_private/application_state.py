@@ -8,10 +8,11 @@ failing deployment's message, DELETING until every replica is gone.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.common import DeploymentID
+from ray_serving_ext._private.config_types import route_prefix_clashes
 from ray_serving_ext._private.deployment_state import DeploymentState, DeploymentStateManager
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatus
@@ -49,15 +50,44 @@ class ApplicationStateManager:
         self.apps: Dict[str, ApplicationState] = {}
         self._last_routes: Optional[Dict[str, Any]] = None
 
-    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None, check_routes: bool = True) -> None:
-        """Make `built` the goal of application `built.name` (raises on a route clash)."""
-        if check_routes and built.route_prefix is not None:
-            for other in self.apps.values():
-                if other.name != built.name and not other.deleting and other.route_prefix == built.route_prefix:
-                    raise RayServeException(
-                        f"Prefix {built.route_prefix} is being used by application \"{other.name}\". "
-                        f"Failed to deploy application \"{built.name}\"."
-                    )
+    def check_routes(self, builts: Sequence[BuiltApplication], keep_others: bool = True) -> None:
+        """Raise RayServeException if deploying `builts` (alongside the other live
+        applications, with `keep_others`) would give one route prefix to two
+        applications. Changes nothing: callers check before they change anything."""
+        wanted = {b.name for b in builts}
+        others = [
+            (name, app.route_prefix) for name, app in self.apps.items()
+            if keep_others and name not in wanted and not app.deleting
+        ]
+        clashes = route_prefix_clashes(others + [(b.name, b.route_prefix) for b in builts])
+        if not clashes:
+            return
+        prefix, holder, newcomer = clashes[0]
+        if holder in wanted:  # two of the applications being deployed
+            raise RayServeException(f"Prefix {prefix} is used by both application \"{holder}\" and \"{newcomer}\".")
+        raise RayServeException(
+            f"Prefix {prefix} is being used by application \"{holder}\". "
+            f"Failed to deploy application \"{newcomer}\"."
+        )
+
+    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
+        """Make `built` the goal of application `built.name` (raises on a route clash, changing nothing)."""
+        self.check_routes([built])
+        self._apply(built, config)
+
+    def deploy_all(self, builts: Sequence[BuiltApplication], configs: Sequence[Optional[Dict[str, Any]]],
+                   delete_missing: bool) -> None:
+        """Make all of `builts` the goal in one step (with `delete_missing`, only them):
+        on a route clash nothing changes."""
+        self.check_routes(builts, keep_others=not delete_missing)
+        if delete_missing:
+            wanted = {b.name for b in builts}
+            for name in [n for n in self.apps if n not in wanted]:
+                self.delete(name)
+        for built, config in zip(builts, configs):
+            self._apply(built, config)
+
+    def _apply(self, built: BuiltApplication, config: Optional[Dict[str, Any]]) -> None:
         old = self.apps.get(built.name)
         new_state = ApplicationState(built, config)
         new_ids = set(new_state.deployment_ids())

@@ -27,7 +27,6 @@ from ray_serving_ext._private.long_poll import LongPollHost
 from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
 from ray_serving_ext._private.router import replicas_key
-from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ServeStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -205,24 +204,7 @@ class ServeController:
         """Apply a whole config at once: all apps change, or (on a route clash) none does."""
         if self._shutting_down:
             raise RuntimeError("Serve is shutting down.")
-        wanted = {b.name for b in builts}
-        kept = [] if delete_missing else [
-            (name, app.route_prefix) for name, app in self._apps.apps.items() if name not in wanted and not app.deleting
-        ]
-        owners: Dict[str, str] = {}
-        for name, prefix in [(b.name, b.route_prefix) for b in builts] + kept:
-            if prefix is None:
-                continue
-            if prefix in owners:
-                raise RayServeException(
-                    f"Prefix {prefix} is used by both application \"{owners[prefix]}\" and \"{name}\"."
-                )
-            owners[prefix] = name
-        if delete_missing:
-            for name in [n for n in self._apps.apps if n not in wanted]:
-                self._apps.delete(name)
-        for built, config in zip(builts, configs):
-            self._apps.deploy(built, config, check_routes=False)
+        self._apps.deploy_all(builts, configs, delete_missing)
         self._set_target_capacity(target_capacity)
         await self._persist()
 
