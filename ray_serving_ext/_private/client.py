@@ -15,6 +15,7 @@ import ray
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.cluster import current_node_id, find_controller, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.constants import CONTROLLER_NAME
+from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ServeStatus
 
@@ -22,7 +23,7 @@ logger = logging.getLogger("ray_serving_ext")
 
 
 def create_controller(
-    http_options: Dict[str, Any],
+    http_options: HTTPOptions,
     proxy_location: str,
     detached: bool,
     checkpoint: Any = None,
@@ -110,8 +111,13 @@ class ServeControllerClient:
     def get_replica_details(self, app_name: str) -> Dict[str, List[Dict[str, Any]]]:
         return self._get(self._controller.get_replica_details.remote(app_name))
 
+    def get_http_options(self) -> HTTPOptions:
+        """The HTTP options the running instance was started with."""
+        return self._get(self._controller.get_http_options.remote())
+
     def get_http_config(self) -> Dict[str, Any]:
-        return self._get(self._controller.get_http_config.remote())
+        """`get_http_options()` as plain data (location as its string value)."""
+        return self.get_http_options().model_dump(mode="json", exclude={"middlewares"})
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Delete everything and kill the controller; returns when nothing is left."""

@@ -27,6 +27,7 @@ from ray_serving_ext._private.long_poll import LongPollHost
 from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
 from ray_serving_ext._private.router import replicas_key
+from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.schema import ServeStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -37,7 +38,7 @@ class ServeController:
 
     def __init__(
         self,
-        http_options: Dict[str, Any],
+        http_options: HTTPOptions,
         proxy_location: str = "EveryNode",
         detached: bool = True,
         owner_job_id: Optional[str] = None,
@@ -188,6 +189,8 @@ class ServeController:
 
     # ---- API ---------------------------------------------------------------------------
     async def ready(self) -> Dict[str, Any]:
+        # A controller restarted by Ray gets its constructor arguments again, so the
+        # HTTP options survive a restart without being in the checkpoint.
         return {"recovered": self._recovered, "detached": self._detached, "http_options": self._http_options}
 
     async def deploy_application(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
@@ -248,8 +251,8 @@ class ServeController:
             if dep_id.app_name == app_name
         }
 
-    async def get_http_config(self) -> Dict[str, Any]:
-        return dict(self._http_options)
+    async def get_http_options(self) -> HTTPOptions:
+        return self._http_options
 
     async def record_metrics(self, report: Dict[str, Any]) -> None:
         """A process's metrics text and its callers' load per deployment (for autoscaling)."""

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX
 from ray_serving_ext._private.cluster import NodeSnapshot, PendingCall, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.proxy import ProxyActor
+from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.schema import ProxyStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -41,7 +42,7 @@ def _took(rec: ProxyRecord, call: PendingCall) -> bool:
 class ProxyStateManager:
     """Creates, health-checks and removes proxies as nodes come and go."""
 
-    def __init__(self, http_options: Dict[str, Any], proxy_location: str,
+    def __init__(self, http_options: HTTPOptions, proxy_location: str,
                  logging_config: Optional[Dict[str, Any]] = None) -> None:
         self.http_options = http_options
         self.logging_config = logging_config or {}
