@@ -25,7 +25,7 @@ from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.handle import DeploymentHandle
-from ray_serving_ext.schema import ServeStatus
+from ray_serving_ext.schema import ProxyStatus, ServeStatus
 
 logger = logging.getLogger("ray_serving_ext")
 
@@ -158,7 +158,7 @@ def _wait_for_proxies(client: ServeControllerClient, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         proxies = client.get_serve_status().proxies
-        if proxies and all(str(s) in ("HEALTHY", "UNHEALTHY") for s in proxies.values()):
+        if proxies and all(s in (ProxyStatus.HEALTHY, ProxyStatus.UNHEALTHY) for s in proxies.values()):
             return
         time.sleep(0.05)
 
