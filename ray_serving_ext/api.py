@@ -25,7 +25,7 @@ from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.handle import DeploymentHandle
-from ray_serving_ext.schema import ServeStatus
+from ray_serving_ext.schema import ProxyStatus, ServeStatus
 
 logger = logging.getLogger("ray_serving_ext")
 
@@ -46,7 +46,12 @@ def _ensure_ray() -> None:
         ray.init(namespace=SERVE_NAMESPACE)
 
 
-def _http_options_dict(http_options: Union[None, Dict[str, Any], HTTPOptions]) -> Dict[str, Any]:
+def _http_options_model(http_options: Union[None, Dict[str, Any], HTTPOptions]) -> HTTPOptions:
+    """`http_options` as the validated model the controller and proxies use as is.
+
+    The copy sent has no `middlewares`: the proxies do not apply them, and user
+    middleware classes need not pickle.
+    """
     if http_options is None:
         options = HTTPOptions()
     elif isinstance(http_options, HTTPOptions):
@@ -55,18 +60,14 @@ def _http_options_dict(http_options: Union[None, Dict[str, Any], HTTPOptions]) -
         options = HTTPOptions(**http_options)
     else:
         raise TypeError(f"http_options must be a dict or HTTPOptions, got {type(http_options).__name__}.")
-    data = options.model_dump()
-    data.pop("middlewares", None)
-    if data.get("location") is not None:
-        data["location"] = getattr(data["location"], "value", data["location"])
-    return data
+    return options.model_copy(update={"middlewares": []})
 
 
-def _proxy_location(proxy_location: Any, http: Dict[str, Any]) -> str:
+def _proxy_location(proxy_location: Any, http: HTTPOptions) -> str:
+    """The explicit `proxy_location`, else the (deprecated, already normalised)
+    `http_options.location`, else EveryNode."""
     if proxy_location is None:
-        legacy = http.get("location")
-        mapping = {"NoServer": "Disabled", "HeadOnly": "HeadOnly", "EveryNode": "EveryNode"}
-        return mapping.get(str(legacy), "EveryNode") if legacy else "EveryNode"
+        return (http.location or ProxyLocation.EveryNode).value
     return ProxyLocation(getattr(proxy_location, "value", proxy_location)).value
 
 
@@ -128,7 +129,7 @@ def start(
                     "are ignored. Shut it down first to change them."
                 )
             return
-        http = _http_options_dict(http_options)
+        http = _http_options_model(http_options)
         location = _proxy_location(proxy_location, http)
         checkpoint = None
         if checkpoint_path:
@@ -157,7 +158,7 @@ def _wait_for_proxies(client: ServeControllerClient, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         proxies = client.get_serve_status().proxies
-        if proxies and all(str(s) in ("HEALTHY", "UNHEALTHY") for s in proxies.values()):
+        if proxies and all(s in (ProxyStatus.HEALTHY, ProxyStatus.UNHEALTHY) for s in proxies.values()):
             return
         time.sleep(0.05)
 

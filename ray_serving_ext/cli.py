@@ -38,10 +38,9 @@ from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext.config import HTTPOptions, ProxyLocation, format_validation_error
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.schema import ServeStatus
 
 PROG_NAME = "serve-ext"
-_APP_STATUS_KEYS = ("status", "message", "last_deployed_time_s", "deployments")
-_DEPLOYMENT_STATUS_KEYS = ("status", "status_trigger", "replica_states", "message")
 # How long to wait for a "host:port" cluster address to accept a connection.
 _PROBE_TIMEOUT_S = 3.0
 
@@ -438,18 +437,9 @@ def build(import_paths: Tuple[str, ...], app_dir: str, output_path: Optional[str
         click.echo(text, nl=False)
 
 
-def _status_view(status: Dict[str, Any]) -> Dict[str, Any]:
-    """Ray Serve's `serve status` shape: proxies, applications (status, message,
-    last_deployed_time_s, deployments: status, status_trigger, replica_states, message)."""
-    apps = {}
-    for app_name, app in status.get("applications", {}).items():
-        view = {k: app[k] for k in _APP_STATUS_KEYS if k in app}
-        view["deployments"] = {
-            dep_name: {k: dep[k] for k in _DEPLOYMENT_STATUS_KEYS if k in dep}
-            for dep_name, dep in app.get("deployments", {}).items()
-        }
-        apps[app_name] = view
-    return {"proxies": status.get("proxies", {}), "applications": apps, "target_capacity": status.get("target_capacity")}
+def _status_view(status: ServeStatus) -> Dict[str, Any]:
+    """Ray Serve's `serve status` shape (see `ServeStatus.status_view`)."""
+    return status.status_view()
 
 
 @cli.command(help="Print the status of Serve's proxies, applications and deployments as YAML.")
@@ -458,7 +448,7 @@ def _status_view(status: Dict[str, Any]) -> Dict[str, Any]:
 def status(address: str, name: Optional[str]) -> None:
     """YAML of `serve.status()`."""
     client = _require_client(address)
-    view = _status_view(client.get_serve_status().to_dict())
+    view = _status_view(client.get_serve_status())
     if name is None:
         click.echo(dump_yaml(view), nl=False)
         return

@@ -85,6 +85,15 @@ class DeploymentStatusOverview:
     target_num_replicas: Optional[int] = None
     last_error: str = ""
 
+    def status_view(self) -> Dict[str, Any]:
+        """Ray Serve's `serve status` fields of a deployment, as plain data."""
+        return {
+            "status": self.status.value,
+            "status_trigger": self.status_trigger.value,
+            "replica_states": {_plain(k): v for k, v in self.replica_states.items()},
+            "message": self.message,
+        }
+
 
 @dataclass
 class ApplicationStatusOverview:
@@ -96,6 +105,15 @@ class ApplicationStatusOverview:
     deployments: Dict[str, DeploymentStatusOverview] = field(default_factory=dict)
     route_prefix: Optional[str] = None
 
+    def status_view(self) -> Dict[str, Any]:
+        """Ray Serve's `serve status` fields of an application, as plain data."""
+        return {
+            "status": self.status.value,
+            "message": self.message,
+            "last_deployed_time_s": self.last_deployed_time_s,
+            "deployments": {name: dep.status_view() for name, dep in self.deployments.items()},
+        }
+
 
 @dataclass
 class ServeStatus:
@@ -106,8 +124,18 @@ class ServeStatus:
     target_capacity: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        """A plain-data copy (enums as strings), e.g. for YAML output."""
+        """A plain-data copy of every field (enums as strings)."""
         return _plain(asdict(self))
+
+    def status_view(self) -> Dict[str, Any]:
+        """Exactly what Ray Serve's `serve status` prints: proxies, applications
+        (status, message, last_deployed_time_s, deployments: status,
+        status_trigger, replica_states, message) and target_capacity, as plain data."""
+        return {
+            "proxies": {node: _plain(s) for node, s in self.proxies.items()},
+            "applications": {name: app.status_view() for name, app in self.applications.items()},
+            "target_capacity": self.target_capacity,
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -118,29 +146,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def status_from_dict(data: Dict[str, Any]) -> ServeStatus:
-    """Rebuild a `ServeStatus` from the plain dict the controller sends."""
-    apps = {}
-    for name, app in data.get("applications", {}).items():
-        deps = {
-            dname: DeploymentStatusOverview(
-                status=DeploymentStatus(d["status"]),
-                status_trigger=DeploymentStatusTrigger(d["status_trigger"]),
-                replica_states={ReplicaState(k): v for k, v in d["replica_states"].items()},
-                message=d.get("message", ""),
-                target_num_replicas=d.get("target_num_replicas"),
-                last_error=d.get("last_error", ""),
-            )
-            for dname, d in app.get("deployments", {}).items()
-        }
-        apps[name] = ApplicationStatusOverview(
-            status=ApplicationStatus(app["status"]),
-            message=app.get("message", ""),
-            last_deployed_time_s=app.get("last_deployed_time_s", 0.0),
-            deployments=deps,
-            route_prefix=app.get("route_prefix"),
-        )
-    proxies = {k: ProxyStatus(v) for k, v in data.get("proxies", {}).items()}
-    return ServeStatus(proxies=proxies, applications=apps, target_capacity=data.get("target_capacity"))

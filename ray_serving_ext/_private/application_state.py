@@ -8,55 +8,14 @@ failing deployment's message, DELETING until every replica is gone.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec
+from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.common import DeploymentID
-from ray_serving_ext._private.deployment_state import DeploymentState
+from ray_serving_ext._private.config_types import route_prefix_clashes
+from ray_serving_ext._private.deployment_state import DeploymentState, DeploymentStateManager
 from ray_serving_ext.exceptions import RayServeException
-from ray_serving_ext.schema import ApplicationStatus, DeploymentStatus
-
-
-class DeploymentStateManager:
-    """All deployments of all applications."""
-
-    def __init__(self, broadcast: Callable[[DeploymentID, Any], None]) -> None:
-        self._broadcast = broadcast
-        self.states: Dict[DeploymentID, DeploymentState] = {}
-        self.recovering = False  # new states start quiet (see DeploymentState.recovering)
-        self.target_capacity: Optional[float] = None
-
-    def deploy(self, deployment_id: DeploymentID, spec: DeploymentSpec) -> None:
-        state = self.states.get(deployment_id)
-        if state is None:
-            state = DeploymentState(deployment_id, self._broadcast)
-            state.recovering = self.recovering
-            self.states[deployment_id] = state
-        state.capacity = self.target_capacity
-        state.deploy(spec)
-
-    def set_target_capacity(self, target_capacity: Optional[float]) -> None:
-        """Scale every deployment's replica count to target_capacity percent (None: 100)."""
-        self.target_capacity = target_capacity
-        for state in self.states.values():
-            state.set_capacity(target_capacity)
-
-    def delete(self, deployment_id: DeploymentID) -> None:
-        if deployment_id in self.states:
-            self.states[deployment_id].delete()
-
-    def get(self, deployment_id: DeploymentID) -> Optional[DeploymentState]:
-        return self.states.get(deployment_id)
-
-    def update(self) -> None:
-        for deployment_id, state in list(self.states.items()):
-            state.update()
-            if state.is_gone():
-                del self.states[deployment_id]
-                state._broadcast_if_changed(force=True)  # tell routers it no longer exists
-
-    def num_replicas(self) -> int:
-        return sum(len(s.replicas) for s in self.states.values())
+from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatus
 
 
 class ApplicationState:
@@ -91,15 +50,44 @@ class ApplicationStateManager:
         self.apps: Dict[str, ApplicationState] = {}
         self._last_routes: Optional[Dict[str, Any]] = None
 
-    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None, check_routes: bool = True) -> None:
-        """Make `built` the goal of application `built.name` (raises on a route clash)."""
-        if check_routes and built.route_prefix is not None:
-            for other in self.apps.values():
-                if other.name != built.name and not other.deleting and other.route_prefix == built.route_prefix:
-                    raise RayServeException(
-                        f"Prefix {built.route_prefix} is being used by application \"{other.name}\". "
-                        f"Failed to deploy application \"{built.name}\"."
-                    )
+    def check_routes(self, builts: Sequence[BuiltApplication], keep_others: bool = True) -> None:
+        """Raise RayServeException if deploying `builts` (alongside the other live
+        applications, with `keep_others`) would give one route prefix to two
+        applications. Changes nothing: callers check before they change anything."""
+        wanted = {b.name for b in builts}
+        others = [
+            (name, app.route_prefix) for name, app in self.apps.items()
+            if keep_others and name not in wanted and not app.deleting
+        ]
+        clashes = route_prefix_clashes(others + [(b.name, b.route_prefix) for b in builts])
+        if not clashes:
+            return
+        prefix, holder, newcomer = clashes[0]
+        if holder in wanted:  # two of the applications being deployed
+            raise RayServeException(f"Prefix {prefix} is used by both application \"{holder}\" and \"{newcomer}\".")
+        raise RayServeException(
+            f"Prefix {prefix} is being used by application \"{holder}\". "
+            f"Failed to deploy application \"{newcomer}\"."
+        )
+
+    def deploy(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
+        """Make `built` the goal of application `built.name` (raises on a route clash, changing nothing)."""
+        self.check_routes([built])
+        self._apply(built, config)
+
+    def deploy_all(self, builts: Sequence[BuiltApplication], configs: Sequence[Optional[Dict[str, Any]]],
+                   delete_missing: bool) -> None:
+        """Make all of `builts` the goal in one step (with `delete_missing`, only them):
+        on a route clash nothing changes."""
+        self.check_routes(builts, keep_others=not delete_missing)
+        if delete_missing:
+            wanted = {b.name for b in builts}
+            for name in [n for n in self.apps if n not in wanted]:
+                self.delete(name)
+        for built, config in zip(builts, configs):
+            self._apply(built, config)
+
+    def _apply(self, built: BuiltApplication, config: Optional[Dict[str, Any]]) -> None:
         old = self.apps.get(built.name)
         new_state = ApplicationState(built, config)
         new_ids = set(new_state.deployment_ids())
@@ -151,21 +139,22 @@ class ApplicationStateManager:
                 )
         self._publish_routes()
 
-    def status_dict(self) -> Dict[str, Any]:
+    def status_overviews(self) -> Dict[str, ApplicationStatusOverview]:
+        """Every application's status (with its deployments') as `serve.status()` reports it."""
         out = {}
         for name, app in self.apps.items():
             deployments = {}
             for dep_id in app.deployment_ids():
                 state = self._deployments.get(dep_id)
                 if state is not None:
-                    deployments[dep_id.name] = state.status_dict()
-            out[name] = {
-                "status": app.status.value,
-                "message": app.message,
-                "last_deployed_time_s": app.deployed_at,
-                "deployments": deployments,
-                "route_prefix": app.route_prefix,
-            }
+                    deployments[dep_id.name] = state.status_overview()
+            out[name] = ApplicationStatusOverview(
+                status=app.status,
+                message=app.message,
+                last_deployed_time_s=app.deployed_at,
+                deployments=deployments,
+                route_prefix=app.route_prefix,
+            )
         return out
 
 

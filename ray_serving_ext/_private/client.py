@@ -15,14 +15,15 @@ import ray
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.cluster import current_node_id, find_controller, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.constants import CONTROLLER_NAME
+from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.exceptions import RayServeException
-from ray_serving_ext.schema import ApplicationStatus, ServeStatus, status_from_dict
+from ray_serving_ext.schema import ApplicationStatus, ServeStatus
 
 logger = logging.getLogger("ray_serving_ext")
 
 
 def create_controller(
-    http_options: Dict[str, Any],
+    http_options: HTTPOptions,
     proxy_location: str,
     detached: bool,
     checkpoint: Any = None,
@@ -95,7 +96,8 @@ class ServeControllerClient:
         raise TimeoutError(f"Applications {names} were not deleted within {timeout_s}s.")
 
     def get_serve_status(self) -> ServeStatus:
-        return status_from_dict(self._get(self._controller.get_serve_status.remote()))
+        """The controller's `ServeStatus`, as it built it."""
+        return self._get(self._controller.get_serve_status.remote())
 
     def get_app_ingress(self, name: str) -> Optional[str]:
         return self._get(self._controller.get_app_ingress.remote(name))
@@ -109,8 +111,13 @@ class ServeControllerClient:
     def get_replica_details(self, app_name: str) -> Dict[str, List[Dict[str, Any]]]:
         return self._get(self._controller.get_replica_details.remote(app_name))
 
+    def get_http_options(self) -> HTTPOptions:
+        """The HTTP options the running instance was started with."""
+        return self._get(self._controller.get_http_options.remote())
+
     def get_http_config(self) -> Dict[str, Any]:
-        return self._get(self._controller.get_http_config.remote())
+        """`get_http_options()` as plain data (location as its string value)."""
+        return self.get_http_options().model_dump(mode="json", exclude={"middlewares"})
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Delete everything and kill the controller; returns when nothing is left."""

@@ -15,18 +15,20 @@ from typing import Any, Dict, List, Optional
 
 import ray
 
-from ray_serving_ext._private.application_state import ApplicationStateManager, DeploymentStateManager
+from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
+from ray_serving_ext._private.cluster import NodeSnapshotSource, kill_actor
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
 from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, SERVE_NAMESPACE
+from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
 from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
-from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext._private.router import replicas_key
-from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.config import HTTPOptions
+from ray_serving_ext.schema import ServeStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
@@ -36,7 +38,7 @@ class ServeController:
 
     def __init__(
         self,
-        http_options: Dict[str, Any],
+        http_options: HTTPOptions,
         proxy_location: str = "EveryNode",
         detached: bool = True,
         owner_job_id: Optional[str] = None,
@@ -51,6 +53,7 @@ class ServeController:
         self._checkpoint = checkpoint or CheckpointManager(RayInternalKVStore())
         self._long_poll = LongPollHost()
         self._metrics = MetricsStore()
+        self._nodes = NodeSnapshotSource(min_interval_s=1.0)
         self._deployments = DeploymentStateManager(self._broadcast_deployment)
         self._apps = ApplicationStateManager(self._deployments, self._broadcast_routes)
         self._logging_config = logging_config or {}
@@ -61,7 +64,6 @@ class ServeController:
         self._save_lock = asyncio.Lock()
         self._started_at = time.time()
         self._loop_error = ""
-        self._restore_errors: Dict[str, str] = {}
         self._target_capacity: Optional[float] = None
         self._recovered = self._recover()
         self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
@@ -78,9 +80,8 @@ class ServeController:
             try:
                 self._apps.deploy(app["built"], app.get("config"))
                 self._apps.apps[app["built"].name].deployed_at = app.get("deployed_at", time.time())
-            except Exception as exc:  # one bad app must not keep the others from coming back
+            except Exception:  # one bad app must not keep the others from coming back
                 logger.exception("Could not restore application %s.", getattr(app.get("built"), "name", "?"))
-                self._restore_errors[getattr(app.get("built"), "name", "?")] = repr(exc)
         self._set_target_capacity(state.get("target_capacity"))
         self._adopt_live_replicas()
         self._deployments.recovering = False
@@ -99,13 +100,8 @@ class ServeController:
                 actor = ray.get_actor(entry["name"], namespace=SERVE_NAMESPACE)
             except ValueError:
                 continue
-            state = self._deployments.get(dep_id)
-            rec = ReplicaRecord(dep_id, parsed["suffix"], "", {})
-            if state is None:
-                rec.kill()  # belongs to nothing we know: an orphan
-                continue
-            rec.recover(actor)
-            state.replicas[rec.replica_id] = rec
+            if not self._deployments.adopt_recovered(dep_id, parsed["suffix"], actor):
+                kill_actor(actor)  # belongs to nothing we know: an orphan
 
     async def _persist(self) -> None:
         """Save the goal state now (off the event loop), so a change is durable when its call returns.
@@ -138,10 +134,13 @@ class ServeController:
             await asyncio.sleep(CONTROL_LOOP_INTERVAL_S)
 
     def _step(self) -> None:
-        self._deployments.update()
+        # One look at the cluster per tick (re-read at most once a second), shared by
+        # every manager, so none of them asks Ray itself.
+        nodes = self._nodes.refresh(time.monotonic())
+        self._deployments.update(nodes)
         self._apps.update()
         if not self._shutting_down:
-            self._proxies.update()
+            self._proxies.update(nodes)
         if self._dirty and not self._shutting_down and (self._save_task is None or self._save_task.done()):
             self._save_task = asyncio.get_event_loop().create_task(self._save_in_background())
         self._check_owner()
@@ -190,6 +189,8 @@ class ServeController:
 
     # ---- API ---------------------------------------------------------------------------
     async def ready(self) -> Dict[str, Any]:
+        # A controller restarted by Ray gets its constructor arguments again, so the
+        # HTTP options survive a restart without being in the checkpoint.
         return {"recovered": self._recovered, "detached": self._detached, "http_options": self._http_options}
 
     async def deploy_application(self, built: BuiltApplication, config: Optional[Dict[str, Any]] = None) -> None:
@@ -206,24 +207,7 @@ class ServeController:
         """Apply a whole config at once: all apps change, or (on a route clash) none does."""
         if self._shutting_down:
             raise RuntimeError("Serve is shutting down.")
-        wanted = {b.name for b in builts}
-        kept = [] if delete_missing else [
-            (name, app.route_prefix) for name, app in self._apps.apps.items() if name not in wanted and not app.deleting
-        ]
-        owners: Dict[str, str] = {}
-        for name, prefix in [(b.name, b.route_prefix) for b in builts] + kept:
-            if prefix is None:
-                continue
-            if prefix in owners:
-                raise RayServeException(
-                    f"Prefix {prefix} is used by both application \"{owners[prefix]}\" and \"{name}\"."
-                )
-            owners[prefix] = name
-        if delete_missing:
-            for name in [n for n in self._apps.apps if n not in wanted]:
-                self._apps.delete(name)
-        for built, config in zip(builts, configs):
-            self._apps.deploy(built, config, check_routes=False)
+        self._apps.deploy_all(builts, configs, delete_missing)
         self._set_target_capacity(target_capacity)
         await self._persist()
 
@@ -250,15 +234,12 @@ class ServeController:
         app = self._apps.apps.get(name)
         return None if app is None or app.deleting else app.ingress
 
-    async def get_ingress_deployments(self) -> Dict[str, str]:
-        return {name: app.ingress for name, app in self._apps.apps.items() if not app.deleting}
-
-    async def get_serve_status(self) -> Dict[str, Any]:
-        return {
-            "proxies": self._proxies.status_dict(),
-            "applications": self._apps.status_dict(),
-            "target_capacity": self._target_capacity,
-        }
+    async def get_serve_status(self) -> ServeStatus:
+        return ServeStatus(
+            proxies=self._proxies.statuses(),
+            applications=self._apps.status_overviews(),
+            target_capacity=self._target_capacity,
+        )
 
     async def get_app_configs(self) -> Dict[str, Any]:
         return {name: app.config for name, app in self._apps.apps.items() if not app.deleting}
@@ -270,11 +251,8 @@ class ServeController:
             if dep_id.app_name == app_name
         }
 
-    async def get_http_config(self) -> Dict[str, Any]:
-        return dict(self._http_options)
-
-    async def get_proxy_details(self) -> Dict[str, Any]:
-        return {node: {"status": rec.status.value, "error": rec.error} for node, rec in self._proxies.proxies.items()}
+    async def get_http_options(self) -> HTTPOptions:
+        return self._http_options
 
     async def record_metrics(self, report: Dict[str, Any]) -> None:
         """A process's metrics text and its callers' load per deployment (for autoscaling)."""
@@ -316,9 +294,6 @@ class ServeController:
             self._apps.delete(name)
         self._checkpoint.clear()
 
-    async def get_restore_errors(self) -> Dict[str, str]:
-        return dict(self._restore_errors)
-
     async def graceful_shutdown(self, timeout_s: float = 60.0) -> bool:
         """Delete every application, stop proxies; True when all replicas are gone in time."""
         self._begin_shutdown()
@@ -332,8 +307,6 @@ class ServeController:
             except Exception:
                 pass
         self._proxies.kill_all()
-        for state in self._deployments.states.values():
-            for rec in state.replicas.values():
-                rec.kill()
+        self._deployments.kill_all_replicas()
         self._checkpoint.clear()
         return self._deployments.num_replicas() == 0

@@ -14,13 +14,12 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
-
-import ray
+from typing import Any, Callable, Dict, List, Optional
 
 from ray_serving_ext._private import metrics
 from ray_serving_ext._private.autoscaling import AutoscalingState
 from ray_serving_ext._private.build import DeploymentSpec
+from ray_serving_ext._private.cluster import NodeSnapshot
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo
 from ray_serving_ext._private.constants import (
     DEFAULT_REPLICA_NUM_CPUS,
@@ -28,9 +27,9 @@ from ray_serving_ext._private.constants import (
     MAX_CONSTRUCTOR_RETRIES,
     SLOW_STARTUP_WARNING_S,
 )
-from ray_serving_ext._private.replica_record import ReplicaRecord
+from ray_serving_ext._private.replica_record import ReplicaRecord, short_error
 from ray_serving_ext.config import DeploymentConfig
-from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusOverview, DeploymentStatusTrigger, ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
@@ -58,32 +57,23 @@ def required_resources(ray_actor_options: Dict[str, Any]) -> Dict[str, float]:
     return {k: v for k, v in req.items() if v > 0}
 
 
-_nodes_cache: Tuple[float, List[Dict[str, Any]]] = (0.0, [])
-
-
-def _alive_nodes() -> List[Dict[str, Any]]:
-    """ray.nodes(), at most once a second: the control loop asks ten times as often."""
-    global _nodes_cache
-    stamp, nodes = _nodes_cache
-    if time.monotonic() - stamp > 1.0:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        _nodes_cache = (time.monotonic(), nodes)
-    return nodes
-
-
-def _fits_some_node(req: Dict[str, float]) -> bool:
-    for node in _alive_nodes():
-        if node.get("Alive") and all(node.get("Resources", {}).get(k, 0) >= v for k, v in req.items()):
-            return True
-    return False
+# Makes the record of a new replica: (deployment_id, replica_id, version_key, config).
+# Tests pass a fake whose actor calls complete when they say.
+RecordFactory = Callable[[DeploymentID, str, str, Dict[str, Any]], ReplicaRecord]
 
 
 class DeploymentState:
-    """Goal and live replicas of one deployment; `update()` takes one reconcile step."""
+    """Goal and live replicas of one deployment; `update()` takes one reconcile step.
 
-    def __init__(self, deployment_id: DeploymentID, broadcast: Callable[[str, Any], None]) -> None:
+    It asks Ray nothing itself: node facts come in as the `NodeSnapshot` given
+    to `update()`, and replicas are driven through their `ReplicaRecord`s.
+    """
+
+    def __init__(self, deployment_id: DeploymentID, broadcast: Callable[[DeploymentID, Any], None],
+                 record_factory: RecordFactory = ReplicaRecord) -> None:
         self.id = deployment_id
         self._broadcast = broadcast
+        self._new_record = record_factory
         self.spec: Optional[DeploymentSpec] = None
         self.config = DeploymentConfig()
         self.version_key = ""
@@ -171,15 +161,16 @@ class DeploymentState:
         return self.deleting and not self.replicas
 
     # ---- one step --------------------------------------------------------------------
-    def update(self) -> None:
+    def update(self, nodes: NodeSnapshot) -> None:
+        """One reconcile step, placing new replicas with what `nodes` says."""
         if self.spec is None and not self.replicas:
             return
         self.autoscale()
         self._poll_pending()
         self._poll_health()
         self._poll_stopping()
-        self._scale()
-        self._update_status()
+        self._scale(nodes)
+        self._update_status(nodes)
         self._broadcast_if_changed()
         self.export_gauges()
 
@@ -196,21 +187,22 @@ class DeploymentState:
             if meta is None:
                 continue
             if rec.state == ReplicaState.RECOVERING:
-                self._on_recovered(rec, meta)
+                rec.finish_recovery(meta)
             else:
-                rec.state = ReplicaState.RUNNING
-                rec.last_health_check = time.time()
+                rec.mark_running()
                 if rec.version_key == self.version_key:
                     self.failed_starts = 0
 
-    def _on_recovered(self, rec: ReplicaRecord, meta: Dict[str, Any]) -> None:
-        rec.version_key = meta.get("version", "")
-        rec.config = meta.get("config", {})
-        if meta.get("initialized"):
-            rec.state = ReplicaState.RUNNING
-            rec.last_health_check = time.time()
-        else:
-            rec.stop(graceful=False, timeout_s=0)
+    def adopt_recovered(self, replica_id: str, actor: Any) -> None:
+        """Track a live replica found by a restarted controller; it reports what it runs next step."""
+        rec = self._new_record(self.id, replica_id, "", {})
+        rec.recover(actor)
+        self.replicas[replica_id] = rec
+
+    def kill_all_replicas(self) -> None:
+        """Kill every replica actor now, without draining (the end of a shutdown)."""
+        for rec in self.replicas.values():
+            rec.kill()
 
     def _on_start_failure(self, rec: ReplicaRecord, exc: BaseException) -> None:
         recovering = rec.state == ReplicaState.RECOVERING
@@ -219,7 +211,7 @@ class DeploymentState:
             return
         if rec.version_key == self.version_key:
             self.failed_starts += 1
-        self.last_error = _short_error(exc)
+        self.last_error = short_error(exc)
         logger.warning("Replica %s of %s failed to start: %s", rec.replica_id, self.id, self.last_error)
 
     def _poll_health(self) -> None:
@@ -278,7 +270,7 @@ class DeploymentState:
     def _deploy_failed(self) -> bool:
         return self.failed_starts >= MAX_CONSTRUCTOR_RETRIES
 
-    def _node_for_new_replica(self) -> Optional[str]:
+    def _node_for_new_replica(self, nodes: NodeSnapshot) -> Optional[str]:
         """With max_replicas_per_node: the node with fewest of our replicas that can host one more."""
         limit = self.config.max_replicas_per_node or 0
         req = required_resources(self.config.ray_actor_options)
@@ -286,18 +278,14 @@ class DeploymentState:
         for rec in self._records(*ACTIVE):
             if rec.node_id:  # replicas are pinned when started, so starting ones count too
                 counts[rec.node_id] = counts.get(rec.node_id, 0) + 1
-        nodes = [
-            n["NodeID"] for n in _alive_nodes()
-            if all(n.get("Resources", {}).get(k, 0) >= v for k, v in req.items())
-            and counts.get(n["NodeID"], 0) < limit
-        ]
-        return min(nodes, key=lambda node: counts.get(node, 0)) if nodes else None
+        candidates = [n.node_id for n in nodes.nodes_fitting(req) if counts.get(n.node_id, 0) < limit]
+        return min(candidates, key=lambda node: counts.get(node, 0)) if candidates else None
 
-    def _start_replica(self) -> None:
+    def _start_replica(self, nodes: NodeSnapshot) -> None:
         assert self.spec is not None
         node_id = None
         if self.config.max_replicas_per_node:
-            node_id = self._node_for_new_replica()
+            node_id = self._node_for_new_replica(nodes)
             if node_id is None:
                 self._unplaced_reason = (
                     f"Deployment '{self.id.name}' cannot place another replica: every node that fits one "
@@ -306,18 +294,18 @@ class DeploymentState:
                 return
         self._unplaced_reason = ""
         rid = uuid.uuid4().hex[:8]
-        rec = ReplicaRecord(self.id, rid, self.version_key, self.config.model_dump())
+        rec = self._new_record(self.id, rid, self.version_key, self.config.model_dump())
         try:
             rec.start(self.spec, rec.config, self.config.ray_actor_options, node_id=node_id)
         except Exception as exc:
             self.failed_starts += 1
-            self.last_error = _short_error(exc)
+            self.last_error = short_error(exc)
             return
         self.replicas[rid] = rec
         if node_id:
             rec.node_id = node_id
 
-    def _scale(self) -> None:
+    def _scale(self, nodes: NodeSnapshot) -> None:
         if self._records(ReplicaState.RECOVERING):
             return  # a restarted controller first learns what the live replicas run
         active = self._records(*ACTIVE)
@@ -326,7 +314,7 @@ class DeploymentState:
         target = self.target_num_replicas
         if not self.deleting and not self._deploy_failed():
             for _ in range(target - len(current)):
-                self._start_replica()
+                self._start_replica(nodes)
         if len(current) > target:
             order = sorted(current, key=lambda r: (r.state == ReplicaState.RUNNING, r.start_time))
             for rec in order[: len(current) - target]:
@@ -346,7 +334,7 @@ class DeploymentState:
                 rec.reconfigure(wanted)
 
     # ---- status ----------------------------------------------------------------------
-    def _update_status(self) -> None:
+    def _update_status(self, nodes: NodeSnapshot) -> None:
         if self.deleting:
             self.trigger = DeploymentStatusTrigger.DELETING
             return
@@ -377,21 +365,21 @@ class DeploymentState:
                 self.trigger = DeploymentStatusTrigger.AUTOSCALING
             elif self.status not in (DeploymentStatus.UNHEALTHY, DeploymentStatus.UPSCALING, DeploymentStatus.DOWNSCALING):
                 self.status = DeploymentStatus.UPDATING
-            pending = self._pending_message()
+            pending = self._pending_message(nodes)
             self.message = pending or (self.message if self.status == DeploymentStatus.UNHEALTHY else "")
 
-    def _pending_message(self) -> str:
+    def _pending_message(self, nodes: NodeSnapshot) -> str:
         if self._unplaced_reason:
             return self._unplaced_reason
         starting = self._records(ReplicaState.STARTING)
         if not starting:
             return ""
         req = required_resources(self.config.ray_actor_options)
-        if not _fits_some_node(req):
+        if not nodes.fits_some_node(req):
             return (
                 f"Deployment '{self.id.name}' in application '{self.id.app_name}' has {len(starting)} replicas "
                 f"that cannot be scheduled: no node in the cluster has the resources one replica requires "
-                f"({req}). Total cluster resources: {ray.cluster_resources()}."
+                f"({req}). Total cluster resources: {dict(nodes.total_resources)}."
             )
         slow = [r for r in starting if time.time() - r.start_time > SLOW_STARTUP_WARNING_S]
         if slow:
@@ -399,7 +387,7 @@ class DeploymentState:
                 f"Deployment '{self.id.name}' in application '{self.id.app_name}' has {len(slow)} replicas "
                 f"that have taken more than {SLOW_STARTUP_WARNING_S:g}s to be scheduled or to start. "
                 f"Resources required for each replica: {req}, total resources available: "
-                f"{ray.available_resources()}. Last error: {self.last_error or 'none'}"
+                f"{dict(nodes.available_resources)}. Last error: {self.last_error or 'none'}"
             )
         return ""
 
@@ -443,15 +431,16 @@ class DeploymentState:
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         return counts
 
-    def status_dict(self) -> Dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "status_trigger": self.trigger.value,
-            "replica_states": self.replica_state_counts(),
-            "message": self.message,
-            "target_num_replicas": self.target_num_replicas,
-            "last_error": self.last_error,
-        }
+    def status_overview(self) -> DeploymentStatusOverview:
+        """This deployment's status as `serve.status()` reports it."""
+        return DeploymentStatusOverview(
+            status=self.status,
+            status_trigger=self.trigger,
+            replica_states={ReplicaState(k): v for k, v in self.replica_state_counts().items()},
+            message=self.message,
+            target_num_replicas=self.target_num_replicas,
+            last_error=self.last_error,
+        )
 
     def replica_details(self) -> List[Dict[str, Any]]:
         return [
@@ -459,6 +448,65 @@ class DeploymentState:
              "actor_name": r.actor_name, "version": r.version_key}
             for r in self.replicas.values()
         ]
+
+
+class DeploymentStateManager:
+    """All deployments of all applications."""
+
+    def __init__(self, broadcast: Callable[[DeploymentID, Any], None],
+                 record_factory: RecordFactory = ReplicaRecord) -> None:
+        self._broadcast = broadcast
+        self._record_factory = record_factory
+        self.states: Dict[DeploymentID, DeploymentState] = {}
+        self.recovering = False  # new states start quiet (see DeploymentState.recovering)
+        self.target_capacity: Optional[float] = None
+
+    def deploy(self, deployment_id: DeploymentID, spec: DeploymentSpec) -> None:
+        state = self.states.get(deployment_id)
+        if state is None:
+            state = DeploymentState(deployment_id, self._broadcast, self._record_factory)
+            state.recovering = self.recovering
+            self.states[deployment_id] = state
+        state.capacity = self.target_capacity
+        state.deploy(spec)
+
+    def set_target_capacity(self, target_capacity: Optional[float]) -> None:
+        """Scale every deployment's replica count to target_capacity percent (None: 100)."""
+        self.target_capacity = target_capacity
+        for state in self.states.values():
+            state.set_capacity(target_capacity)
+
+    def delete(self, deployment_id: DeploymentID) -> None:
+        if deployment_id in self.states:
+            self.states[deployment_id].delete()
+
+    def get(self, deployment_id: DeploymentID) -> Optional[DeploymentState]:
+        return self.states.get(deployment_id)
+
+    def adopt_recovered(self, deployment_id: DeploymentID, replica_id: str, actor: Any) -> bool:
+        """Track a live replica found after a controller restart; False if its
+        deployment is unknown (the caller then owns the orphan actor)."""
+        state = self.states.get(deployment_id)
+        if state is None:
+            return False
+        state.adopt_recovered(replica_id, actor)
+        return True
+
+    def update(self, nodes: NodeSnapshot) -> None:
+        """One reconcile step of every deployment, all against the same node snapshot."""
+        for deployment_id, state in list(self.states.items()):
+            state.update(nodes)
+            if state.is_gone():
+                del self.states[deployment_id]
+                state._broadcast_if_changed(force=True)  # tell routers it no longer exists
+
+    def kill_all_replicas(self) -> None:
+        """Kill every replica of every deployment now (the end of a shutdown)."""
+        for state in self.states.values():
+            state.kill_all_replicas()
+
+    def num_replicas(self) -> int:
+        return sum(len(s.replicas) for s in self.states.values())
 
 
 def _first_bundle_problem(config: DeploymentConfig) -> str:
@@ -475,13 +523,3 @@ def _first_bundle_problem(config: DeploymentConfig) -> str:
         f"The replica's resources {req} must fit in the first placement group bundle {first}; "
         f"short of {missing}. Set ray_actor_options to fit (e.g. num_cpus=0) or enlarge bundle 0."
     )
-
-
-def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if cause is not None:
-            return f"{type(cause).__name__}: {cause}"
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else repr(exc)

@@ -24,6 +24,7 @@ from ray_serving_ext._private.http_util import forwardable_scope, send_plain
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
+from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext.proxy")
@@ -343,10 +344,10 @@ class ProxyActor:
     run_coroutine_threadsafe.
     """
 
-    def __init__(self, node_id: str, http_options: Dict[str, Any], logging_config: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, node_id: str, http_options: HTTPOptions, logging_config: Optional[Dict[str, Any]] = None) -> None:
         self._node_id = node_id
         self._http_options = http_options
-        self._app = ProxyASGIApp(http_options.get("request_timeout_s"), node_id)
+        self._app = ProxyASGIApp(http_options.request_timeout_s, node_id)
         logging_config = logging_config or {}
         self._app.access_log = logging_config.get("enable_access_log", True)
         self._server: Any = None
@@ -376,13 +377,13 @@ class ProxyActor:
             if self._serve_task is not None and self._serve_task.done():
                 exc = self._serve_task.exception()
                 raise RuntimeError(
-                    f"HTTP proxy failed to start on {self._http_options.get('host')}:{self._http_options.get('port')}: "
+                    f"HTTP proxy failed to start on {self._http_options.host}:{self._http_options.port}: "
                     f"{exc or 'the server exited (is the port in use?)'}"
                 )
             if time.monotonic() > deadline:
                 raise TimeoutError("HTTP proxy did not start within 30s.")
             await asyncio.sleep(0.02)
-        return {"node_id": self._node_id, "pid": os.getpid(), "port": self._http_options.get("port")}
+        return {"node_id": self._node_id, "pid": os.getpid(), "port": self._http_options.port}
 
     async def _start(self) -> None:
         import uvicorn
@@ -394,8 +395,10 @@ class ProxyActor:
         metrics.get_pusher(loop, get_controller).add_flusher(flush_logs)
         config = uvicorn.Config(
             self._app,
-            host=self._http_options.get("host") or "127.0.0.1",
-            port=int(self._http_options.get("port", 8000)),
+            # host is None only with an explicit proxy_location overriding the
+            # "no host, no proxy" rule; serve on localhost then, as before.
+            host=self._http_options.host or "127.0.0.1",
+            port=self._http_options.port,
             lifespan="off",
             access_log=False,
             log_level="warning",
@@ -403,8 +406,8 @@ class ProxyActor:
             log_config=None,
             http="httptools",
             loop="none",
-            timeout_keep_alive=int(self._http_options.get("keep_alive_timeout_s") or 5),
-            root_path=self._http_options.get("root_path") or "",
+            timeout_keep_alive=self._http_options.keep_alive_timeout_s,
+            root_path=self._http_options.root_path,
         )
         self._server = uvicorn.Server(config)
         self._serve_task = loop.create_task(self._server.serve())
@@ -414,9 +417,6 @@ class ProxyActor:
 
     async def check_health(self) -> None:
         await self.ready()
-
-    async def get_num_requests(self) -> int:
-        return self._app.num_requests
 
     async def prepare_for_shutdown(self) -> None:
         await self._on_loop(self._shutdown())

@@ -6,21 +6,13 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
-import ray
-
 from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX
-from ray_serving_ext._private.cluster import PendingCall, kill_actor, remote_class, system_actor_options
+from ray_serving_ext._private.cluster import NodeSnapshot, PendingCall, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.proxy import ProxyActor
+from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.schema import ProxyStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
-
-
-def head_node_id() -> Optional[str]:
-    for node in ray.nodes():
-        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
-            return node["NodeID"]
-    return None
 
 
 class ProxyRecord:
@@ -50,36 +42,34 @@ def _took(rec: ProxyRecord, call: PendingCall) -> bool:
 class ProxyStateManager:
     """Creates, health-checks and removes proxies as nodes come and go."""
 
-    def __init__(self, http_options: Dict[str, Any], proxy_location: str,
+    def __init__(self, http_options: HTTPOptions, proxy_location: str,
                  logging_config: Optional[Dict[str, Any]] = None) -> None:
         self.http_options = http_options
         self.logging_config = logging_config or {}
         self.proxy_location = proxy_location
         self.proxies: Dict[str, ProxyRecord] = {}
-        self._last_nodes_check = 0.0
 
-    def _target_nodes(self) -> List[str]:
+    def _target_nodes(self, nodes: NodeSnapshot) -> List[str]:
         if self.proxy_location == "Disabled":
             return []
         if self.proxy_location == "HeadOnly":
-            head = head_node_id()
+            head = nodes.head_node_id()
             return [head] if head else []
-        return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        return nodes.node_ids
 
     def _create(self, node_id: str) -> None:
         options = system_actor_options(PROXY_NAME_PREFIX + node_id, node_id, soft=False)
         actor = remote_class(ProxyActor).options(**options).remote(node_id, self.http_options, self.logging_config)
         self.proxies[node_id] = ProxyRecord(node_id, actor)
 
-    def update(self) -> None:
+    def update(self, nodes: NodeSnapshot) -> None:
+        """Start proxies on new target nodes, forget those of gone nodes, poll the rest."""
         now = time.time()
-        if now - self._last_nodes_check > 1.0:
-            self._last_nodes_check = now
-            target = set(self._target_nodes())
-            for node_id in target - set(self.proxies):
-                self._create(node_id)
-            for node_id in set(self.proxies) - target:
-                self.proxies.pop(node_id)  # its node is gone; the actor went with it
+        target = set(self._target_nodes(nodes))
+        for node_id in target - set(self.proxies):
+            self._create(node_id)
+        for node_id in set(self.proxies) - target:
+            self.proxies.pop(node_id)  # its node is gone; the actor went with it
         for rec in self.proxies.values():
             self._poll(rec, now)
 
@@ -106,8 +96,9 @@ class ProxyStateManager:
             rec.health_ref = None
             rec.status = ProxyStatus.UNHEALTHY
 
-    def status_dict(self) -> Dict[str, str]:
-        return {node_id: rec.status.value for node_id, rec in self.proxies.items()}
+    def statuses(self) -> Dict[str, ProxyStatus]:
+        """Each proxy's status by node id."""
+        return {node_id: rec.status for node_id, rec in self.proxies.items()}
 
     def shutdown(self) -> List[Any]:
         refs = []

@@ -121,6 +121,23 @@ class ReplicaRecord:
         self.model_ids = tuple(meta.get("model_ids", ()))
         return meta
 
+    def mark_running(self) -> None:
+        """STARTING/UPDATING/RECOVERING -> RUNNING, once its pending call succeeded;
+        the health-check period counts from now."""
+        self.state = ReplicaState.RUNNING
+        self.last_health_check = time.time()
+
+    def finish_recovery(self, meta: Dict[str, Any]) -> bool:
+        """Take the version and config a recovered replica reports; RUNNING if its
+        constructor had finished (True), else stopped at once (False)."""
+        self.version_key = meta.get("version", "")
+        self.config = meta.get("config", {})
+        if meta.get("initialized"):
+            self.mark_running()
+            return True
+        self.stop(graceful=False, timeout_s=0)
+        return False
+
     def reconfigure(self, config: Dict[str, Any]) -> None:
         self.config = config
         self.state = ReplicaState.UPDATING
@@ -208,3 +225,15 @@ class ReplicaRecord:
             except Exception:
                 pass
             self.placement_group = None
+
+
+def short_error(exc: BaseException) -> str:
+    """One line saying why a replica call failed: the user exception's type and
+    message for an error raised in the replica, else the last line of the error."""
+    text = str(exc).strip()
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if cause is not None:
+            return f"{type(cause).__name__}: {cause}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)

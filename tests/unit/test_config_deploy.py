@@ -28,9 +28,18 @@ from ray_serving_ext._private.config_deploy import (
     merge_runtime_envs,
 )
 from ray_serving_ext.cli import _status_view, cli, load_target
+from ray_serving_ext.schema import (
+    ApplicationStatus,
+    ApplicationStatusOverview,
+    DeploymentStatus,
+    DeploymentStatusOverview,
+    DeploymentStatusTrigger,
+    ProxyStatus,
+    ReplicaState,
+    ServeStatus,
+)
 from ray_serving_ext.config import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.deployment import Application
-from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, ServeStatus
 from tests.e2e.apps import echo, graph
 from tests.utils import free_port
 
@@ -409,18 +418,22 @@ def test_import_path_targets_and_arguments(tmp_path: Path) -> None:
 
 
 def test_status_view_has_ray_serves_shape() -> None:
-    raw = {
-        "proxies": {"n1": "HEALTHY"},
-        "applications": {
-            "a": {
-                "status": "RUNNING", "message": "", "last_deployed_time_s": 1.0, "route_prefix": "/",
-                "deployments": {"D": {"status": "HEALTHY", "status_trigger": "CONFIG_UPDATE_COMPLETED",
-                                      "replica_states": {"RUNNING": 1}, "message": "", "last_error": "x",
-                                      "target_num_replicas": 1}},
-            }
-        },
-        "target_capacity": None,
-    }
+    dep = DeploymentStatusOverview(
+        DeploymentStatus.HEALTHY, DeploymentStatusTrigger.CONFIG_UPDATE_COMPLETED, {ReplicaState.RUNNING: 1},
+        message="", target_num_replicas=1, last_error="x",
+    )
+    app = ApplicationStatusOverview(ApplicationStatus.RUNNING, "", 1.0, {"D": dep}, route_prefix="/")
+    raw = ServeStatus(proxies={"n1": ProxyStatus.HEALTHY}, applications={"a": app})
     view = _status_view(raw)
     assert list(view["applications"]["a"]) == ["status", "message", "last_deployed_time_s", "deployments"]
     assert list(view["applications"]["a"]["deployments"]["D"]) == ["status", "status_trigger", "replica_states", "message"]
+    assert view == {
+        "proxies": {"n1": "HEALTHY"},
+        "applications": {"a": {"status": "RUNNING", "message": "", "last_deployed_time_s": 1.0, "deployments": {
+            "D": {"status": "HEALTHY", "status_trigger": "CONFIG_UPDATE_COMPLETED",
+                  "replica_states": {"RUNNING": 1}, "message": ""}}}},
+        "target_capacity": None,
+    }
+    # Plain data: what the YAML dumper gets has no enums left in it.
+    assert type(view["applications"]["a"]["status"]) is str
+    assert [type(k) for k in view["applications"]["a"]["deployments"]["D"]["replica_states"]] == [str]
