@@ -28,7 +28,7 @@ from ray_serving_ext._private.config_deploy import (
     merge_runtime_envs,
 )
 from ray_serving_ext.cli import _status_view, cli, load_target
-from ray_serving_ext.config import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
+from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, ServeStatus
 from tests.e2e.apps import echo, graph
