@@ -12,7 +12,7 @@ import hashlib
 import inspect
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ray import cloudpickle
 
@@ -95,26 +95,29 @@ def code_version(func_or_class: Any, serialized_def: bytes, serialized_init: byt
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
-def _replace_apps(value: Any, names: Dict[int, str], app_name: str) -> Any:
-    if isinstance(value, Application):
-        return HandleMarker(names[id(value)], app_name)
+def map_nested(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """`value` with every leaf replaced by `fn(leaf)`, where lists, tuples and
+    dict values are walked (and rebuilt as plain list/tuple/dict, keys kept)
+    and anything else is a leaf. The one walker over constructor arguments."""
     if isinstance(value, list):
-        return [_replace_apps(v, names, app_name) for v in value]
+        return [map_nested(v, fn) for v in value]
     if isinstance(value, tuple):
-        return tuple(_replace_apps(v, names, app_name) for v in value)
+        return tuple(map_nested(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: _replace_apps(v, names, app_name) for k, v in value.items()}
-    return value
+        return {k: map_nested(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def _replace_apps(value: Any, names: Dict[int, str], app_name: str) -> Any:
+    """`value` with every nested Application replaced by its HandleMarker."""
+    return map_nested(value, lambda v: HandleMarker(names[id(v)], app_name) if isinstance(v, Application) else v)
 
 
 def _children(value: Any) -> List[Application]:
-    if isinstance(value, Application):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [c for v in value for c in _children(v)]
-    if isinstance(value, dict):
-        return [c for v in value.values() for c in _children(v)]
-    return []
+    """The Applications nested in `value`, in walk order."""
+    found: List[Application] = []
+    map_nested(value, lambda v: found.append(v) if isinstance(v, Application) else None)
+    return found
 
 
 def _collect(root: Application) -> List[Application]:

@@ -26,18 +26,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import ray
 from pydantic import BaseModel, ValidationError
 
-from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
+from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app, map_nested
+from ray_serving_ext._private.config_types import parse_import_path
 from ray_serving_ext._private.constants import CONFIG_BUILD_TIMEOUT_S, runtime_env_include_gitignore
-from ray_serving_ext.config import format_validation_error
+from ray_serving_ext.config import NON_CONFIG_OPTIONS, format_validation_error
 from ray_serving_ext.config_file import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
 
 logger = logging.getLogger("ray_serving_ext")
-
-# Options of a deployment that `serve build` never writes into a config file.
-_NOT_IN_CONFIG = ("name", "version", "route_prefix")
-
 
 class AppBuildError(RayServeException, ValueError):
     """An application of a config could not be built; the message names the app
@@ -66,18 +63,7 @@ def import_attr(import_path: str) -> Any:
     ValueError for a malformed path, ImportError / AttributeError (as Python
     does) when the module or attribute does not exist.
     """
-    if not isinstance(import_path, str) or not import_path:
-        raise ValueError(f"Import path must be a non-empty string, got {import_path!r}.")
-    if import_path.count(":") > 1:
-        raise ValueError(f'Got invalid import path "{import_path}": it may have at most one colon.')
-    if ":" in import_path:
-        module_name, attr_path = import_path.split(":")
-    else:
-        module_name, _, attr_path = import_path.rpartition(".")
-    if not module_name or not attr_path:
-        raise ValueError(
-            f'Got invalid import path "{import_path}": expected "module:attribute" or "module.attribute".'
-        )
+    module_name, attr_path = parse_import_path(import_path)
     obj: Any = importlib.import_module(module_name)
     for part in attr_path.split("."):
         obj = getattr(obj, part)
@@ -152,15 +138,7 @@ def call_app_builder(target: Any, args: Dict[str, Any], import_path: str) -> App
 
 def _swap_apps(value: Any, new: Dict[int, Application]) -> Any:
     """`value` with every Application replaced by its rebuilt copy."""
-    if isinstance(value, Application):
-        return new[id(value)]
-    if isinstance(value, list):
-        return [_swap_apps(v, new) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_swap_apps(v, new) for v in value)
-    if isinstance(value, dict):
-        return {k: _swap_apps(v, new) for k, v in value.items()}
-    return value
+    return map_nested(value, lambda v: new[id(v)] if isinstance(v, Application) else v)
 
 
 def _error_reason(exc: BaseException) -> str:
@@ -441,7 +419,7 @@ def _apply_app_logging(schema: ServeDeploySchema, built: List[BuiltApplication])
 
 def _deployment_entry(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     """One `deployments:` entry: the name and the options set in code, validated."""
-    opts = {k: v for k, v in options.items() if k not in _NOT_IN_CONFIG}
+    opts = {k: v for k, v in options.items() if k not in NON_CONFIG_OPTIONS}
     for key, value in list(opts.items()):
         if isinstance(value, BaseModel):
             opts[key] = value.model_dump(exclude_unset=True)
