@@ -353,10 +353,12 @@ def deploy_config(
     applications the file does not name.
 
     Every app is built (imported, overrides applied; or `built`, from
-    `build_apps(schema.applications)`) and route prefixes are checked before
-    anything changes on the cluster: a failure raises AppBuildError and leaves
-    the running apps as they were. Returns once the controller has the new
-    goal, without waiting for RUNNING.
+    `build_apps(schema.applications)`) before anything changes on the cluster:
+    a failure raises AppBuildError and leaves the running apps as they were.
+    The controller then applies the whole goal atomically; when it refuses
+    (e.g. two apps would share a route prefix) nothing changes and
+    RayServeException("Deploying the config failed: ...") says why. Returns
+    once the controller has the new goal, without waiting for RUNNING.
     """
     if built is None:
         try:
@@ -367,13 +369,10 @@ def deploy_config(
                 client.record_build_failures(exc.failures)
             raise
     wanted = {b.name for b in built}
-    running = {
-        name: status.route_prefix
-        for name, status in client.get_serve_status().applications.items()
-        if str(status.status) != "DELETING"
-    }
+    running = [
+        name for name, status in client.get_serve_status().applications.items() if str(status.status) != "DELETING"
+    ]
     stale = sorted(n for n in running if n not in wanted) if declarative else []
-    _check_routes(built, {} if declarative else {n: p for n, p in running.items() if n not in wanted})
     configs = {app.name: app_config_dict(app) for app in schema.applications}
     _apply_app_logging(schema, built)
     try:
@@ -386,20 +385,6 @@ def deploy_config(
         cause = getattr(exc, "cause", None) or exc
         raise RayServeException(f"Deploying the config failed: {cause}") from None
     return DeployResult([b.name for b in built], stale)
-
-
-def _check_routes(built: List[BuiltApplication], kept: Dict[str, Optional[str]]) -> None:
-    """Raise AppBuildError when two apps of the new goal would share a route prefix."""
-    owners = {prefix: name for name, prefix in kept.items() if prefix is not None}
-    clashes = []
-    for app in built:
-        if app.route_prefix is None:
-            continue
-        if app.route_prefix in owners:
-            clashes.append(f"'{app.name}' wants {app.route_prefix} held by '{owners[app.route_prefix]}'")
-        owners[app.route_prefix] = app.name
-    if clashes:
-        raise AppBuildError(f"Route prefixes clash: {'; '.join(clashes)}.")
 
 
 def _apply_app_logging(schema: ServeDeploySchema, built: List[BuiltApplication]) -> None:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+import ray
 import yaml
 from click.testing import CliRunner
 
 from ray_serving_ext._private import config_deploy
+from ray_serving_ext._private.config_types import route_prefix_clashes
 from ray_serving_ext._private.config_deploy import (
     AppBuildError,
     build_app_from_schema,
@@ -30,6 +32,7 @@ from ray_serving_ext._private.config_deploy import (
 from ray_serving_ext.cli import _status_view, cli, load_target
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.deployment import Application
+from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, ServeStatus
 from tests.e2e.apps import echo, graph
 from tests.utils import free_port
@@ -244,7 +247,14 @@ class FakeClient:
 
     def deploy_applications(self, builts: List[Any], configs: List[Any], delete_missing: bool,
                             target_capacity: Optional[float] = None) -> None:
-        self.calls.append(("deploy_all", [(b.name, b.route_prefix) for b in builts], configs, delete_missing))
+        # As the controller: the new goal plus (unless declarative) the other running
+        # apps must not share a route prefix, else the call fails and nothing changes.
+        wanted = [(b.name, b.route_prefix) for b in builts]
+        kept = [] if delete_missing else [(n, p) for n, p in self.running.items() if n not in dict(wanted)]
+        for prefix, holder, newcomer in route_prefix_clashes(wanted + kept):
+            cause = RayServeException(f'Prefix {prefix} is used by both application "{holder}" and "{newcomer}".')
+            raise ray.exceptions.RayTaskError("deploy_applications", "", cause)
+        self.calls.append(("deploy_all", wanted, configs, delete_missing))
 
 
 @pytest.fixture
@@ -295,7 +305,7 @@ def test_prefix_swap_is_one_step(local_builds) -> None:
 
 def test_route_clash_or_build_failure_changes_nothing(local_builds) -> None:
     client = FakeClient({"other": "/echo"})
-    with pytest.raises(AppBuildError, match="'echo' wants /echo held by 'other'"):
+    with pytest.raises(RayServeException, match='^Deploying the config failed: Prefix /echo is used by both'):
         deploy_config(client, two_apps(), declarative=False)
     with pytest.raises(AppBuildError, match="Nope"):
         deploy_config(client, two_apps(deployments=[{"name": "Nope"}]))
