@@ -26,10 +26,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import ray
 from pydantic import BaseModel, ValidationError
 
-from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app, map_nested
+from ray_serving_ext._private.build import BuiltApplication, _collect, _unique_names, build_app, map_nested
 from ray_serving_ext._private.config_types import parse_import_path
 from ray_serving_ext._private.constants import CONFIG_BUILD_TIMEOUT_S, runtime_env_include_gitignore
-from ray_serving_ext.config import NON_CONFIG_OPTIONS, format_validation_error
+from ray_serving_ext.config import NON_CONFIG_OPTIONS, LoggingConfig, format_validation_error
 from ray_serving_ext.config_file import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
@@ -186,23 +186,9 @@ def apply_overrides(
 # ---------------------------------------------------------------------------- runtime_env and versions
 
 
-def merge_runtime_envs(parent: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
-    """`child` over `parent`, key by key, except `env_vars`, which are combined
-    (the child's win) — Ray Serve's rule for app-level vs deployment-level envs."""
-    merged = copy.deepcopy(parent)
-    merged.update(copy.deepcopy(child))
-    env_vars = {**parent.get("env_vars", {}), **child.get("env_vars", {})}
-    if env_vars:
-        merged["env_vars"] = env_vars
-    return merged
-
-
-def _code_version(spec: DeploymentSpec, served: Any, import_path: str, env: Dict[str, Any]) -> str:
-    """build.code_version, also changing with the import path and the runtime_env."""
-    return code_version(
-        served, spec.serialized_def, spec.serialized_init_args, spec.explicit_options.get("version"),
-        extra=(import_path, json.dumps(env, sort_keys=True, default=str)),
-    )
+def _version_inputs(import_path: str, env: Dict[str, Any]) -> Tuple[str, ...]:
+    """What a config-file app's code_versions also depend on: its import path and runtime_env."""
+    return (import_path, json.dumps(env, sort_keys=True, default=str))
 
 
 def _route_prefix(app: ServeApplicationSchema, root: Application) -> Optional[str]:
@@ -211,9 +197,15 @@ def _route_prefix(app: ServeApplicationSchema, root: Application) -> Optional[st
     return root.deployment.route_prefix or "/"
 
 
-def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[str, Any]] = None) -> BuiltApplication:
+def build_app_locally(
+    app: ServeApplicationSchema,
+    runtime_env: Optional[Dict[str, Any]] = None,
+    logging_config: Optional[LoggingConfig] = None,
+) -> BuiltApplication:
     """Build `app` in this process (no Ray task). `runtime_env` (default: the app's)
-    becomes every replica's default runtime_env and part of each code_version.
+    is merged under every replica's own and is part of each code_version; the
+    app's logging_config, else `logging_config` (the file's top-level one), is
+    used by deployments that set none in code.
 
     Raises AppBuildError (naming the app and import path) for any failure.
     """
@@ -224,25 +216,24 @@ def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[st
     except AppBuildError as exc:
         raise AppBuildError(f"Application '{app.name}': {exc}") from None
     overrides = {d.name: d.overrides() for d in app.deployments}
-    root, served = apply_overrides(root, overrides, app.name)
+    root, _ = apply_overrides(root, overrides, app.name)
+    app_logging = app.logging_config or logging_config
     try:
-        built = build_app(root, app.name, _route_prefix(app, root))
+        return build_app(
+            root, app.name, _route_prefix(app, root), runtime_env=env, merge_runtime_env=True,
+            logging_config=None if app_logging is None else app_logging.model_dump(),
+            version_inputs=_version_inputs(app.import_path, env),
+        )
     except (TypeError, ValueError) as exc:
         raise AppBuildError(f"Application '{app.name}': {_error_reason(exc)}") from None
-    for spec in built.deployments:
-        opts = dict(spec.config.get("ray_actor_options") or {})
-        child = opts.get("runtime_env") or {}
-        if env or child:
-            opts["runtime_env"] = merge_runtime_envs(env, child)
-        spec.config["ray_actor_options"] = opts
-        spec.code_version = _code_version(spec, served.get(spec.name), app.import_path, env)
-    return built
 
 
-def _build_in_worker(app: ServeApplicationSchema, runtime_env: Dict[str, Any]) -> Tuple[str, Any]:
+def _build_in_worker(
+    app: ServeApplicationSchema, runtime_env: Dict[str, Any], logging_config: Optional[LoggingConfig] = None
+) -> Tuple[str, Any]:
     """The body of the build task: ("ok", BuiltApplication) or ("error", message)."""
     try:
-        return "ok", build_app_locally(app, runtime_env)
+        return "ok", build_app_locally(app, runtime_env, logging_config)
     except AppBuildError as exc:
         return "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - e.g. a builder that raises
@@ -290,15 +281,18 @@ def upload_runtime_env(runtime_env: Dict[str, Any], app_name: str = "") -> Dict[
     return env
 
 
-def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[BuiltApplication]:
+def build_apps(
+    apps: List[ServeApplicationSchema], local: bool = False, logging_config: Optional[LoggingConfig] = None
+) -> List[BuiltApplication]:
     """Build every app; raise AppBuildError listing every failure (one per line).
 
     With `local=False` (needs a connected Ray) each app is imported in its own
     Ray task that runs with the app's (uploaded) runtime_env; with `local=True`
-    in this process, the runtime_env used as written.
+    in this process, the runtime_env used as written. `logging_config` (a
+    file's top-level one) is the default for apps that set none.
     """
     if local:
-        return _collect_results(apps, [_build_in_worker(app, app.runtime_env) for app in apps])
+        return _collect_results(apps, [_build_in_worker(app, app.runtime_env, logging_config) for app in apps])
     task = _get_build_task()
     pending: List[Any] = []
     for app in apps:
@@ -307,7 +301,7 @@ def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[
         except AppBuildError as exc:
             pending.append(("error", str(exc)))
             continue
-        pending.append(task.options(runtime_env=env or None).remote(app, env))
+        pending.append(task.options(runtime_env=env or None).remote(app, env, logging_config))
     return _collect_results(apps, [p if isinstance(p, tuple) else _get_result(a, p) for a, p in zip(apps, pending)])
 
 
@@ -353,7 +347,7 @@ def deploy_config(
     applications the file does not name.
 
     Every app is built (imported, overrides applied; or `built`, from
-    `build_apps(schema.applications)`) before anything changes on the cluster:
+    `build_apps(schema.applications, logging_config=schema.logging_config)`) before anything changes on the cluster:
     a failure raises AppBuildError and leaves the running apps as they were.
     The controller then applies the whole goal atomically; when it refuses
     (e.g. two apps would share a route prefix) nothing changes and
@@ -362,7 +356,7 @@ def deploy_config(
     """
     if built is None:
         try:
-            built = build_apps(list(schema.applications))
+            built = build_apps(list(schema.applications), logging_config=schema.logging_config)
         except AppBuildError as exc:
             # Apps already running keep their version; their status says why the new one failed.
             if exc.failures and hasattr(client, "record_build_failures"):
@@ -374,7 +368,6 @@ def deploy_config(
     ]
     stale = sorted(n for n in running if n not in wanted) if declarative else []
     configs = {app.name: app_config_dict(app) for app in schema.applications}
-    _apply_app_logging(schema, built)
     try:
         # One controller call: every app changes together, or none does.
         client.deploy_applications(
@@ -385,18 +378,6 @@ def deploy_config(
         cause = getattr(exc, "cause", None) or exc
         raise RayServeException(f"Deploying the config failed: {cause}") from None
     return DeployResult([b.name for b in built], stale)
-
-
-def _apply_app_logging(schema: ServeDeploySchema, built: List[BuiltApplication]) -> None:
-    """The file's logging_config (top level, then per app) for deployments that set none in code."""
-    by_name = {app.name: app for app in schema.applications}
-    for app in built:
-        config = by_name[app.name].logging_config or schema.logging_config
-        if config is None:
-            continue
-        for spec in app.deployments:
-            if not spec.config.get("logging_config"):
-                spec.config["logging_config"] = config.model_dump()
 
 
 # ---------------------------------------------------------------------------- build (config generation)

@@ -27,8 +27,8 @@ from ray_serving_ext._private.config_deploy import (
     call_app_builder,
     deploy_config,
     import_attr,
-    merge_runtime_envs,
 )
+from ray_serving_ext._private.build import merge_runtime_envs
 from ray_serving_ext.cli import _status_view, cli, load_target
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.deployment import Application
@@ -260,7 +260,7 @@ class FakeClient:
 @pytest.fixture
 def local_builds(monkeypatch) -> None:
     real = config_deploy.build_apps
-    monkeypatch.setattr(config_deploy, "build_apps", lambda apps, local=False: real(apps, local=True))
+    monkeypatch.setattr(config_deploy, "build_apps", lambda apps, local=False, **kw: real(apps, local=True, **kw))
 
 
 def two_apps(**echo_fields: Any) -> ServeDeploySchema:
