@@ -28,7 +28,7 @@ from ray_serving_ext._private.config_deploy import (
     deploy_config,
     import_attr,
 )
-from ray_serving_ext._private.build import merge_runtime_envs
+from ray_serving_ext._private.build import build_app, merge_runtime_envs
 from ray_serving_ext.cli import _status_view, cli, load_target
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.deployment import Application
@@ -434,3 +434,35 @@ def test_status_view_has_ray_serves_shape() -> None:
     view = _status_view(raw)
     assert list(view["applications"]["a"]) == ["status", "message", "last_deployed_time_s", "deployments"]
     assert list(view["applications"]["a"]["deployments"]["D"]) == ["status", "status_trigger", "replica_states", "message"]
+
+
+# ---------------------------------------------------------------- build_app inputs
+
+
+def test_build_app_inputs_complete_the_specs() -> None:
+    job_env = {"env_vars": {"J": "1"}}
+    plain = specs(build_app(graph.app, "g", "/g"))
+    built = specs(build_app(graph.app, "g", "/g", runtime_env=job_env, logging_config={"log_level": "DEBUG"}))
+    # serve.run's rule: the default env only for deployments without one of their own.
+    assert built["Ingress"].config["ray_actor_options"] == {"runtime_env": job_env}
+    assert built["Model"].config["ray_actor_options"] == {"num_cpus": 0.5, "runtime_env": job_env}
+    assert all(s.config["logging_config"] == {"log_level": "DEBUG"} for s in built.values())
+    # Neither input is part of the code version; version_inputs are.
+    assert {n: s.code_version for n, s in built.items()} == {n: s.code_version for n, s in plain.items()}
+    other = specs(build_app(graph.app, "g", "/g", version_inputs=("x",)))
+    assert all(other[n].code_version != plain[n].code_version for n in plain)
+
+
+def test_build_app_keeps_a_deployments_own_env_and_logging() -> None:
+    import ray_serving_ext as serve
+
+    @serve.deployment(ray_actor_options={"runtime_env": {"pip": ["a"]}}, logging_config={"log_level": "ERROR"})
+    def own(request: Any) -> str:
+        return "x"
+
+    (spec,) = build_app(own.bind(), "o", None, runtime_env={"env_vars": {"J": "1"}},
+                        logging_config={"log_level": "DEBUG"}).deployments
+    assert spec.config["ray_actor_options"] == {"runtime_env": {"pip": ["a"]}}
+    assert spec.config["logging_config"]["log_level"] == "ERROR"
+    (merged,) = build_app(own.bind(), "o", None, runtime_env={"env_vars": {"J": "1"}}, merge_runtime_env=True).deployments
+    assert merged.config["ray_actor_options"] == {"runtime_env": {"pip": ["a"], "env_vars": {"J": "1"}}}
