@@ -187,12 +187,9 @@ def run(
     if _connected_client() is None:
         start()
     client = _get_client()
-    built = build_app(target, name, route_prefix)
-    _apply_job_runtime_env(built)
-    if logging_config is not None:
-        for spec in built.deployments:
-            if not spec.config.get("logging_config"):
-                spec.config["logging_config"] = _logging_config_dict(logging_config)
+    built = build_app(
+        target, name, route_prefix, runtime_env=_job_runtime_env(), logging_config=_logging_config_dict(logging_config)
+    )
     client.deploy_application(built, None)
     client.wait_for_application_running(name)
     handle = DeploymentHandle(built.ingress, name)
@@ -206,18 +203,13 @@ def run(
     return handle
 
 
-def _apply_job_runtime_env(built: Any) -> None:
-    """Replicas run with the driver's runtime_env unless a deployment sets its own (as Ray Serve)."""
+def _job_runtime_env() -> Dict[str, Any]:
+    """The driver's runtime_env ({} if none or unknown): replicas of `run()`
+    get it unless a deployment sets its own (as in Ray Serve)."""
     try:
-        job_env = dict(ray.get_runtime_context().runtime_env or {})
-    except Exception:
-        job_env = {}
-    if not job_env:
-        return
-    for spec in built.deployments:
-        opts = spec.config.setdefault("ray_actor_options", {})
-        if not opts.get("runtime_env"):
-            opts["runtime_env"] = job_env
+        return dict(ray.get_runtime_context().runtime_env or {})
+    except Exception:  # noqa: BLE001 - no usable runtime context: no default env
+        return {}
 
 
 def _block_until_interrupted() -> None:

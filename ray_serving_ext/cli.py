@@ -263,7 +263,7 @@ def _deploy(schema: ServeDeploySchema, is_file: bool, declarative: bool) -> Tupl
     """Build every app, then (starting Serve if needed) deploy them: a config
     that cannot be built changes nothing on the cluster."""
     try:
-        built = build_apps(list(schema.applications))
+        built = build_apps(list(schema.applications), logging_config=schema.logging_config)
         client = _serve_for(schema, is_file)
         result = deploy_config(client, schema, declarative=declarative, built=built)
     except (AppBuildError, RayServeException) as exc:

@@ -9,41 +9,25 @@ file schema (``ServeDeploySchema`` and friends) is in ``config_file.py``.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
-from ray_serving_ext._private.constants import default_log_encoding
-from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-    field_validator, model_validator,
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ray_serving_ext._private.config_types import (
+    DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
+    ReplicasPerNode, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
 )
+from ray_serving_ext._private.constants import default_log_encoding
 
 __all__ = [
-    "AutoscalingConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "ProxyLocation",
-    "RayActorOptionsSchema", "format_validation_error", "validate_ray_actor_options",
+    "AutoscalingConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
+    "ProxyLocation", "RayActorOptionsSchema", "deployment_option_names", "format_validation_error",
+    "validate_ray_actor_options",
 ]
 
-# The config-file schema lives in config_file.py; these names stay importable from
-# here (resolved on first use, so importing this module never imports that one).
-_FILE_SCHEMA_NAMES = frozenset({
-    "ConfigError", "DeploymentSchema", "HTTPOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
-    "load_config_file", "validate_route_prefix",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FILE_SCHEMA_NAMES:
-        from ray_serving_ext import config_file
-
-        return getattr(config_file, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-_MAX_REPLICAS_PER_NODE_MAX_VALUE = 100  # Ray Serve's upper bound.
-_DEFAULT_KEEP_ALIVE_TIMEOUT_S = 90  # Ray Serve's uvicorn keep-alive default.
-_PLACEMENT_GROUP_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # ``logging.LogRecord`` attributes that may be added to every Serve log record.
 _LOGRECORD_STANDARD_ATTRS = frozenset({
     "args", "asctime", "created", "exc_info", "exc_text", "filename", "funcName",
@@ -51,20 +35,6 @@ _LOGRECORD_STANDARD_ATTRS = frozenset({
     "pathname", "process", "processName", "relativeCreated", "stack_info", "thread",
     "threadName", "taskName",
 })
-_NUM_REPLICAS_AND_AUTOSCALING_ERROR = (
-    "Manually setting num_replicas is not allowed when autoscaling_config is provided."
-)
-
-
-def _reject_bool(value: Any) -> Any:
-    """Refuse ``True``/``False`` where a count is expected (bool is an int subclass)."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got the boolean {value}")
-    return value
-
-
-# An ``int`` that does not silently accept booleans (``num_replicas: yes`` in YAML).
-_Int = Annotated[int, BeforeValidator(_reject_bool)]
 
 
 class ProxyLocation(str, Enum):
@@ -86,9 +56,9 @@ class AutoscalingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_replicas: _Int = Field(default=1, ge=0)
-    initial_replicas: Optional[_Int] = Field(default=None, ge=0)
-    max_replicas: _Int = Field(default=1, ge=1)
+    min_replicas: Int = Field(default=1, ge=0)
+    initial_replicas: Optional[Int] = Field(default=None, ge=0)
+    max_replicas: Int = Field(default=1, ge=1)
     target_ongoing_requests: float = Field(default=2.0, gt=0)
     metrics_interval_s: float = Field(default=10.0, gt=0)
     look_back_period_s: float = Field(default=30.0, gt=0)
@@ -122,6 +92,20 @@ class AutoscalingConfig(BaseModel):
         user's fields can be merged over it.
         """
         return cls(min_replicas=1, max_replicas=100, target_ongoing_requests=2.0)
+
+    @classmethod
+    def for_auto(cls, given: Any) -> dict[str, Any]:
+        """The autoscaling fields ``num_replicas="auto"`` stands for: the set
+        fields of *given* (a dict, an AutoscalingConfig or None) merged over
+        those of :meth:`default`. Not validated; raises ``ValueError`` if *given*
+        is of another type."""
+        if isinstance(given, AutoscalingConfig):
+            given = given.model_dump(exclude_unset=True)
+        elif given is not None and not isinstance(given, dict):
+            raise ValueError(
+                f"autoscaling_config must be a dict or AutoscalingConfig, got {type(given).__name__}"
+            )
+        return {**cls.default().model_dump(exclude_unset=True), **(given or {})}
 
     def get_upscaling_factor(self) -> float:
         """Effective upscaling gain: ``upscaling_factor``, else the deprecated
@@ -229,7 +213,7 @@ class HTTPOptions(BaseModel):
     root_url: str = ""
     root_path: str = ""
     request_timeout_s: Optional[float] = Field(default=None, gt=0)
-    keep_alive_timeout_s: int = Field(default=_DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
+    keep_alive_timeout_s: int = Field(default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
 
     @field_validator("location", mode="before")
     @classmethod
@@ -290,44 +274,6 @@ def validate_ray_actor_options(opts: dict[str, Any]) -> dict[str, Any]:
     return RayActorOptionsSchema.model_validate(opts).model_dump(include=set(opts))
 
 
-def _check_queue_limit(value: int) -> int:
-    if value < 1 and value != -1:
-        raise ValueError("max_queued_requests must be -1 (no limit) or a positive integer")
-    return value
-
-
-def _check_bundles(value: list[dict[str, float]]) -> list[dict[str, float]]:
-    if not value:
-        raise ValueError("placement_group_bundles must contain at least one bundle")
-    for i, bundle in enumerate(value):
-        if any(v < 0 for v in bundle.values()):
-            raise ValueError(f"bundle {i} has a negative resource: {bundle}")
-    return value
-
-
-def _check_strategy(value: str) -> str:
-    if value not in _PLACEMENT_GROUP_STRATEGIES:
-        raise ValueError(
-            f"placement_group_strategy must be one of {list(_PLACEMENT_GROUP_STRATEGIES)}, "
-            f"got {value!r}"
-        )
-    return value
-
-
-def _check_json_serializable(value: Any) -> Any:
-    if value is not None:
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"user_config is not JSON-serializable: {e}") from None
-    return value
-
-
-_QueueLimit = Annotated[_Int, AfterValidator(_check_queue_limit)]
-_Bundles = Annotated[list[dict[str, float]], AfterValidator(_check_bundles)]
-_Strategy = Annotated[str, AfterValidator(_check_strategy)]
-_ReplicasPerNode = Annotated[_Int, Field(ge=1, le=_MAX_REPLICAS_PER_NODE_MAX_VALUE)]
-
 # Options whose change needs new replicas; any other change is applied in place
 # (to running replicas or by the controller).
 _RESTART_FIELDS = frozenset({
@@ -353,19 +299,19 @@ class DeploymentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    num_replicas: Optional[_Int] = Field(default=1, ge=0)
-    max_ongoing_requests: _Int = Field(default=5, gt=0)
-    max_queued_requests: _QueueLimit = -1
-    user_config: Annotated[Any, AfterValidator(_check_json_serializable)] = None
+    num_replicas: Optional[Int] = Field(default=1, ge=0)
+    max_ongoing_requests: Int = Field(default=5, gt=0)
+    max_queued_requests: QueueLimit = -1
+    user_config: Annotated[Any, AfterValidator(check_json_serializable)] = None
     autoscaling_config: Optional[AutoscalingConfig] = None
     graceful_shutdown_wait_loop_s: float = Field(default=2.0, ge=0)
     graceful_shutdown_timeout_s: float = Field(default=20.0, ge=0)
     health_check_period_s: float = Field(default=10.0, gt=0)
     health_check_timeout_s: float = Field(default=30.0, gt=0)
     ray_actor_options: dict[str, Any] = Field(default_factory=dict)
-    max_replicas_per_node: Optional[_ReplicasPerNode] = None
-    placement_group_bundles: Optional[_Bundles] = None
-    placement_group_strategy: Optional[_Strategy] = None
+    max_replicas_per_node: Optional[ReplicasPerNode] = None
+    placement_group_bundles: Optional[Bundles] = None
+    placement_group_strategy: Optional[Strategy] = None
     logging_config: Optional[LoggingConfig] = None
 
     @field_validator("ray_actor_options", mode="before")
@@ -382,17 +328,13 @@ class DeploymentConfig(BaseModel):
     def _consistent(self) -> DeploymentConfig:
         if self.autoscaling_config is not None and self.num_replicas is not None:
             if "num_replicas" in self.model_fields_set:
-                raise ValueError(_NUM_REPLICAS_AND_AUTOSCALING_ERROR)
+                raise ValueError(NUM_REPLICAS_AND_AUTOSCALING_ERROR)
             self.num_replicas = None
         if self.autoscaling_config is None and self.num_replicas is None:
             raise ValueError("num_replicas may only be None when autoscaling_config is set")
         if self.placement_group_strategy is not None and not self.placement_group_bundles:
             raise ValueError("placement_group_strategy requires placement_group_bundles")
-        if self.max_replicas_per_node is not None and self.placement_group_bundles:
-            raise ValueError(
-                "Setting max_replicas_per_node is not allowed when "
-                "placement_group_bundles is provided."
-            )
+        check_replicas_per_node(self.max_replicas_per_node, self.placement_group_bundles)
         return self
 
     @classmethod
@@ -419,25 +361,12 @@ class DeploymentConfig(BaseModel):
             raise ValueError("`max_ongoing_requests` must be non-null, got None.")
         if opts.get("ray_actor_options", {}) is None:
             del opts["ray_actor_options"]
-        num_replicas = opts.pop("num_replicas", None)
-        autoscaling = opts.get("autoscaling_config")
+        num_replicas = check_num_replicas(opts.pop("num_replicas", None))
         if num_replicas == "auto":
-            if isinstance(autoscaling, AutoscalingConfig):
-                autoscaling = autoscaling.model_dump(exclude_unset=True)
-            elif autoscaling is not None and not isinstance(autoscaling, dict):
-                raise ValueError(
-                    "autoscaling_config must be a dict or AutoscalingConfig, "
-                    f"got {type(autoscaling).__name__}"
-                )
-            merged = AutoscalingConfig.default().model_dump(exclude_unset=True)
-            opts["autoscaling_config"] = {**merged, **(autoscaling or {})}
+            opts["autoscaling_config"] = AutoscalingConfig.for_auto(opts.get("autoscaling_config"))
         elif num_replicas is not None:
-            if isinstance(num_replicas, bool) or not isinstance(num_replicas, int):
-                raise ValueError(f'num_replicas must be an int or "auto", got {num_replicas!r}')
-            if num_replicas == 0:
-                raise ValueError("num_replicas is expected to be larger than 0")
-            if autoscaling is not None:
-                raise ValueError(_NUM_REPLICAS_AND_AUTOSCALING_ERROR)
+            if opts.get("autoscaling_config") is not None:
+                raise ValueError(NUM_REPLICAS_AND_AUTOSCALING_ERROR)
             opts["num_replicas"] = num_replicas
         return cls.model_validate(opts)
 
@@ -465,7 +394,14 @@ class DeploymentConfig(BaseModel):
         return self._changed_fields(other) - _RESTART_FIELDS
 
 
-# DeploymentSchema fields that may be written as null in a config file.
+# Deployment options that are Serve bookkeeping rather than DeploymentConfig fields.
+NON_CONFIG_OPTIONS = ("name", "version", "route_prefix")
+
+
+def deployment_option_names() -> tuple[str, ...]:
+    """Every option ``@serve.deployment`` and ``Deployment.options()`` accept:
+    the :class:`DeploymentConfig` fields, then :data:`NON_CONFIG_OPTIONS`."""
+    return (*DeploymentConfig.model_fields, *NON_CONFIG_OPTIONS)
 
 
 _MESSAGE_PREFIXES = ("Value error, ", "Assertion failed, ")

@@ -12,14 +12,18 @@ from collections import Counter
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-    model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+    create_model, field_validator, model_validator,
 )
+from pydantic.fields import FieldInfo
 
+from ray_serving_ext._private.config_types import (
+    DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, check_json_serializable,
+    check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
+)
 from ray_serving_ext.config import (
-    _DEFAULT_KEEP_ALIVE_TIMEOUT_S, _NUM_REPLICAS_AND_AUTOSCALING_ERROR, AutoscalingConfig, HTTPOptions,
-    LoggingConfig, ProxyLocation, RayActorOptionsSchema, _Bundles, _check_json_serializable, _Int,
-    _QueueLimit, _ReplicasPerNode, _Strategy, format_validation_error,
+    AutoscalingConfig, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
+    format_validation_error,
 )
 
 __all__ = [
@@ -53,7 +57,7 @@ class HTTPOptionsSchema(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     root_path: str = ""
     request_timeout_s: Optional[float] = Field(default=None, gt=0)
-    keep_alive_timeout_s: int = Field(default=_DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
+    keep_alive_timeout_s: int = Field(default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
 
     def to_http_options(self) -> HTTPOptions:
         """The equivalent runtime :class:`HTTPOptions` (other fields at defaults)."""
@@ -65,37 +69,10 @@ _NULLABLE_OVERRIDES = frozenset(
 )
 
 
-class DeploymentSchema(BaseModel):
-    """Per-deployment overrides in a Serve config file.
-
-    Every field except ``name`` is optional: a field not written in the file does
-    not override the option set in code. Only ``num_replicas``, ``user_config``,
-    ``autoscaling_config`` and ``max_replicas_per_node`` may be null.
-    ``num_replicas`` is a positive int or ``"auto"``; an int cannot be combined
-    with ``autoscaling_config``. ``autoscaling_config`` is kept as the user's dict
-    but validated (over the ``"auto"`` defaults when ``num_replicas: auto``).
-    Unlike Ray Serve, unknown keys are rejected.
-    """
+class _DeploymentOverrides(BaseModel):
+    """Behaviour of :class:`DeploymentSchema`; its fields are added by `_file_fields`."""
 
     model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    num_replicas: Optional[Union[int, Literal["auto"]]] = None
-    max_ongoing_requests: Optional[_Int] = Field(default=None, gt=0)
-    max_queued_requests: Optional[_QueueLimit] = None
-    user_config: Optional[
-        Annotated[dict[str, Any], AfterValidator(_check_json_serializable)]
-    ] = None
-    autoscaling_config: Optional[dict[str, Any]] = None
-    graceful_shutdown_wait_loop_s: Optional[float] = Field(default=None, ge=0)
-    graceful_shutdown_timeout_s: Optional[float] = Field(default=None, ge=0)
-    health_check_period_s: Optional[float] = Field(default=None, gt=0)
-    health_check_timeout_s: Optional[float] = Field(default=None, gt=0)
-    ray_actor_options: Optional[RayActorOptionsSchema] = None
-    placement_group_bundles: Optional[_Bundles] = None
-    placement_group_strategy: Optional[_Strategy] = None
-    max_replicas_per_node: Optional[_ReplicasPerNode] = None
-    logging_config: Optional[LoggingConfig] = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -104,42 +81,25 @@ class DeploymentSchema(BaseModel):
             raise ValueError("may not be null; omit the field to keep the value set in code")
         return value
 
-    @field_validator("num_replicas", mode="before")
-    @classmethod
-    def _num_replicas(cls, value: Any) -> Any:
-        if value is None or value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f'num_replicas must be an int or "auto", got {value!r}')
-        if value < 1:
-            raise ValueError(f"num_replicas must be at least 1, got {value}")
-        return value
-
-    @field_validator("autoscaling_config", mode="before")
+    @field_validator("autoscaling_config", mode="before", check_fields=False)
     @classmethod
     def _autoscaling(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, AutoscalingConfig):
             value = value.model_dump(exclude_unset=True)
         if not isinstance(value, dict):
             return value  # None, or a wrong type that pydantic reports
-        effective = dict(value)
-        if info.data.get("num_replicas") == "auto":
-            effective = {**AutoscalingConfig.default().model_dump(exclude_unset=True), **value}
+        auto = info.data.get("num_replicas") == "auto"
         try:
-            AutoscalingConfig.model_validate(effective)
+            AutoscalingConfig.model_validate(AutoscalingConfig.for_auto(value) if auto else value)
         except ValidationError as e:
             raise ValueError(format_validation_error(e).replace("\n", "; ")) from None
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> DeploymentSchema:
+    def _consistent(self) -> "_DeploymentOverrides":
         if isinstance(self.num_replicas, int) and self.autoscaling_config is not None:
-            raise ValueError(_NUM_REPLICAS_AND_AUTOSCALING_ERROR)
-        if self.max_replicas_per_node is not None and self.placement_group_bundles:
-            raise ValueError(
-                "Setting max_replicas_per_node is not allowed when "
-                "placement_group_bundles is provided."
-            )
+            raise ValueError(NUM_REPLICAS_AND_AUTOSCALING_ERROR)
+        check_replicas_per_node(self.max_replicas_per_node, self.placement_group_bundles)
         return self
 
     def is_autoscaling_configured(self) -> bool:
@@ -169,6 +129,49 @@ class DeploymentSchema(BaseModel):
         return result
 
 
+# Where the file's type differs from DeploymentConfig's: num_replicas may be
+# "auto"; autoscaling_config stays the user's dict (validated by _autoscaling);
+# user_config must be a mapping; ray_actor_options reports errors by nested path.
+_FILE_TYPES: dict[str, Any] = {
+    "num_replicas": Annotated[Union[int, Literal["auto"]], BeforeValidator(check_num_replicas)],
+    "autoscaling_config": dict[str, Any],
+    "user_config": Annotated[dict[str, Any], AfterValidator(check_json_serializable)],
+    "ray_actor_options": RayActorOptionsSchema,
+}
+
+
+def _optional(name: str, info: FieldInfo) -> tuple[Any, Any]:
+    """The file field for model field *name*: its type and constraints (or the
+    file's own type), made optional with default None."""
+    if name in _FILE_TYPES:
+        return Optional[_FILE_TYPES[name]], None
+    annotated = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return Optional[annotated], None
+
+
+def _file_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {"name": (str, Field(min_length=1))}
+    for name, info in DeploymentConfig.model_fields.items():
+        fields[name] = _optional(name, info)
+    return fields
+
+
+DeploymentSchema = create_model(  # noqa: N816 - a class, built from the model's fields
+    "DeploymentSchema", __base__=_DeploymentOverrides, __module__=__name__, **_file_fields()
+)
+DeploymentSchema.__doc__ = """Per-deployment overrides in a Serve config file.
+
+    Its fields are :class:`DeploymentConfig`'s, each optional (a field not written
+    in the file does not override the option set in code), plus the required
+    ``name``. Only ``num_replicas``, ``user_config``, ``autoscaling_config`` and
+    ``max_replicas_per_node`` may be null. ``num_replicas`` is a positive int or
+    ``"auto"``; an int cannot be combined with ``autoscaling_config``.
+    ``autoscaling_config`` is kept as the user's dict but validated (over the
+    ``"auto"`` defaults when ``num_replicas: auto``). Unlike Ray Serve, unknown
+    keys are rejected.
+    """
+
+
 def validate_route_prefix(value: Optional[str]) -> Optional[str]:
     """Return *value* if it is a valid route prefix, else raise ``ValueError``.
 
@@ -188,24 +191,6 @@ def validate_route_prefix(value: Optional[str]) -> Optional[str]:
         problem = 'cannot contain wildcards, so it cannot contain "{" or "}"'
     if problem:
         raise ValueError(f'Got "{value}" for route_prefix. Route prefix {problem}.')
-    return value
-
-
-def _validate_import_path(value: str) -> str:
-    """Accept ``"module.sub:attr"`` or ``"module.sub.attr"`` (Ray Serve's rules)."""
-    sep = ":" if ":" in value else "."
-    problem = None
-    if value.count(":") > 1:
-        problem = "may have at most one colon"
-    elif sep == "." and "." not in value:
-        problem = (
-            "must contain a dot or colon separating the module from the attribute, "
-            'e.g. "module.app" or "module:app"'
-        )
-    elif value.startswith(sep) or value.endswith(sep):
-        problem = f"may not start or end with a {'colon' if sep == ':' else 'dot'}"
-    if problem:
-        raise ValueError(f'Got invalid import path "{value}". An import path {problem}.')
     return value
 
 
@@ -245,7 +230,8 @@ class ServeApplicationSchema(BaseModel):
     @field_validator("import_path")
     @classmethod
     def _import_path(cls, value: str) -> str:
-        return _validate_import_path(value)
+        parse_import_path(value)
+        return value
 
     @field_validator("deployments")
     @classmethod
@@ -301,7 +287,8 @@ class ServeDeploySchema(BaseModel):
                 f"Found multiple configs for application(s) {dup_names}. "
                 "Please remove all duplicates."
             )
-        dup_routes = _duplicates([a.route_prefix for a in value if a.route_prefix is not None])
+        clashes = route_prefix_clashes((a.name, a.route_prefix) for a in value)
+        dup_routes = list(dict.fromkeys(prefix for prefix, _, _ in clashes))
         if dup_routes:
             raise ValueError(
                 f"Found duplicate applications for route prefix(es) {dup_routes}. "

@@ -10,31 +10,13 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from ray_serving_ext.config import DeploymentConfig
+from ray_serving_ext.config import NON_CONFIG_OPTIONS, DeploymentConfig, deployment_option_names
 
 # The options `@serve.deployment` and `Deployment.options()` accept.
-DEPLOYMENT_OPTIONS = (
-    "name",
-    "num_replicas",
-    "ray_actor_options",
-    "user_config",
-    "max_ongoing_requests",
-    "max_queued_requests",
-    "autoscaling_config",
-    "graceful_shutdown_wait_loop_s",
-    "graceful_shutdown_timeout_s",
-    "health_check_period_s",
-    "health_check_timeout_s",
-    "logging_config",
-    "max_replicas_per_node",
-    "placement_group_bundles",
-    "placement_group_strategy",
-    "version",
-    "route_prefix",
-)
+DEPLOYMENT_OPTIONS = deployment_option_names()
 
 # Options that only affect Serve bookkeeping, not DeploymentConfig.
-_NOT_CONFIG = {"name", "version", "route_prefix"}
+_NOT_CONFIG = frozenset(NON_CONFIG_OPTIONS)
 
 
 def _check_options(options: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,11 +8,12 @@ process, so the controller never needs the user's modules.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ray import cloudpickle
 
@@ -95,26 +96,29 @@ def code_version(func_or_class: Any, serialized_def: bytes, serialized_init: byt
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
-def _replace_apps(value: Any, names: Dict[int, str], app_name: str) -> Any:
-    if isinstance(value, Application):
-        return HandleMarker(names[id(value)], app_name)
+def map_nested(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """`value` with every leaf replaced by `fn(leaf)`, where lists, tuples and
+    dict values are walked (and rebuilt as plain list/tuple/dict, keys kept)
+    and anything else is a leaf. The one walker over constructor arguments."""
     if isinstance(value, list):
-        return [_replace_apps(v, names, app_name) for v in value]
+        return [map_nested(v, fn) for v in value]
     if isinstance(value, tuple):
-        return tuple(_replace_apps(v, names, app_name) for v in value)
+        return tuple(map_nested(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: _replace_apps(v, names, app_name) for k, v in value.items()}
-    return value
+        return {k: map_nested(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def _replace_apps(value: Any, names: Dict[int, str], app_name: str) -> Any:
+    """`value` with every nested Application replaced by its HandleMarker."""
+    return map_nested(value, lambda v: HandleMarker(names[id(v)], app_name) if isinstance(v, Application) else v)
 
 
 def _children(value: Any) -> List[Application]:
-    if isinstance(value, Application):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [c for v in value for c in _children(v)]
-    if isinstance(value, dict):
-        return [c for v in value.values() for c in _children(v)]
-    return []
+    """The Applications nested in `value`, in walk order."""
+    found: List[Application] = []
+    map_nested(value, lambda v: found.append(v) if isinstance(v, Application) else None)
+    return found
 
 
 def _collect(root: Application) -> List[Application]:
@@ -150,8 +154,50 @@ def _unique_names(apps: List[Application]) -> Dict[int, str]:
     return names
 
 
-def build_app(root: Application, app_name: str, route_prefix: Optional[str]) -> BuiltApplication:
-    """Pickle every deployment of the graph rooted at `root`."""
+def _actor_options(
+    options: Dict[str, Any], runtime_env: Dict[str, Any], merge_runtime_env: bool
+) -> Dict[str, Any]:
+    """A deployment's validated `ray_actor_options` with the app's default
+    `runtime_env`: merged under its own (`merge_runtime_env`, env_vars combined)
+    or used only when it sets none."""
+    opts = dict(options)
+    own = opts.get("runtime_env") or {}
+    if merge_runtime_env and (runtime_env or own):
+        opts["runtime_env"] = merge_runtime_envs(runtime_env, own)
+    elif not merge_runtime_env and runtime_env and not own:
+        opts["runtime_env"] = runtime_env
+    return opts
+
+
+def merge_runtime_envs(parent: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
+    """`child` over `parent`, key by key, except `env_vars`, which are combined
+    (the child's win) — Ray Serve's rule for app-level vs deployment-level envs."""
+    merged = copy.deepcopy(parent)
+    merged.update(copy.deepcopy(child))
+    env_vars = {**parent.get("env_vars", {}), **child.get("env_vars", {})}
+    if env_vars:
+        merged["env_vars"] = env_vars
+    return merged
+
+
+def build_app(
+    root: Application,
+    app_name: str,
+    route_prefix: Optional[str],
+    *,
+    runtime_env: Optional[Dict[str, Any]] = None,
+    merge_runtime_env: bool = False,
+    logging_config: Optional[Dict[str, Any]] = None,
+    version_inputs: Tuple[str, ...] = (),
+) -> BuiltApplication:
+    """Pickle every deployment of the graph rooted at `root` into complete specs.
+
+    `runtime_env` is every replica's default (see `_actor_options` for
+    `merge_runtime_env`); `logging_config` (a LoggingConfig dump) is used by
+    deployments that set none; `version_inputs` (e.g. import path, runtime_env)
+    are part of every code_version. Raises TypeError if `root` is not an
+    Application, ValueError for a cycle or invalid options.
+    """
     if not isinstance(root, Application):
         raise TypeError(
             "serve.run expects an Application: call `.bind()` on your deployment, "
@@ -163,18 +209,22 @@ def build_app(root: Application, app_name: str, route_prefix: Optional[str]) -> 
     for app in apps:
         dep = app.deployment
         options = dep.explicit_options
-        config = DeploymentConfig.from_options({k: v for k, v in options.items() if k not in _NOT_CONFIG})
+        config = DeploymentConfig.from_options({k: v for k, v in options.items() if k not in _NOT_CONFIG}).model_dump()
+        config["ray_actor_options"] = _actor_options(config["ray_actor_options"], runtime_env or {}, merge_runtime_env)
+        if logging_config is not None and not config.get("logging_config"):
+            config["logging_config"] = copy.deepcopy(logging_config)
         serialized_def = cloudpickle.dumps(dep.func_or_class)
         init = (_replace_apps(list(app.args), names, app_name), _replace_apps(app.kwargs, names, app_name))
         serialized_init = cloudpickle.dumps(init)
-        version = code_version(dep.func_or_class, serialized_def, serialized_init, options.get("version"))
         specs.append(
             DeploymentSpec(
                 name=names[id(app)],
                 serialized_def=serialized_def,
                 serialized_init_args=serialized_init,
-                config=config.model_dump(),
-                code_version=version,
+                config=config,
+                code_version=code_version(
+                    dep.func_or_class, serialized_def, serialized_init, options.get("version"), extra=version_inputs
+                ),
                 is_function=inspect.isfunction(dep.func_or_class),
                 ingress=app is root,
                 explicit_options={k: v for k, v in options.items() if k != "name"},

@@ -26,18 +26,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import ray
 from pydantic import BaseModel, ValidationError
 
-from ray_serving_ext._private.build import code_version, BuiltApplication, DeploymentSpec, _collect, _unique_names, build_app
+from ray_serving_ext._private.build import BuiltApplication, _collect, _unique_names, build_app, map_nested
+from ray_serving_ext._private.config_types import parse_import_path
 from ray_serving_ext._private.constants import CONFIG_BUILD_TIMEOUT_S, runtime_env_include_gitignore
-from ray_serving_ext.config import format_validation_error
+from ray_serving_ext.config import NON_CONFIG_OPTIONS, LoggingConfig, format_validation_error
 from ray_serving_ext.config_file import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
 
 logger = logging.getLogger("ray_serving_ext")
-
-# Options of a deployment that `serve build` never writes into a config file.
-_NOT_IN_CONFIG = ("name", "version", "route_prefix")
-
 
 class AppBuildError(RayServeException, ValueError):
     """An application of a config could not be built; the message names the app
@@ -66,18 +63,7 @@ def import_attr(import_path: str) -> Any:
     ValueError for a malformed path, ImportError / AttributeError (as Python
     does) when the module or attribute does not exist.
     """
-    if not isinstance(import_path, str) or not import_path:
-        raise ValueError(f"Import path must be a non-empty string, got {import_path!r}.")
-    if import_path.count(":") > 1:
-        raise ValueError(f'Got invalid import path "{import_path}": it may have at most one colon.')
-    if ":" in import_path:
-        module_name, attr_path = import_path.split(":")
-    else:
-        module_name, _, attr_path = import_path.rpartition(".")
-    if not module_name or not attr_path:
-        raise ValueError(
-            f'Got invalid import path "{import_path}": expected "module:attribute" or "module.attribute".'
-        )
+    module_name, attr_path = parse_import_path(import_path)
     obj: Any = importlib.import_module(module_name)
     for part in attr_path.split("."):
         obj = getattr(obj, part)
@@ -152,15 +138,7 @@ def call_app_builder(target: Any, args: Dict[str, Any], import_path: str) -> App
 
 def _swap_apps(value: Any, new: Dict[int, Application]) -> Any:
     """`value` with every Application replaced by its rebuilt copy."""
-    if isinstance(value, Application):
-        return new[id(value)]
-    if isinstance(value, list):
-        return [_swap_apps(v, new) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_swap_apps(v, new) for v in value)
-    if isinstance(value, dict):
-        return {k: _swap_apps(v, new) for k, v in value.items()}
-    return value
+    return map_nested(value, lambda v: new[id(v)] if isinstance(v, Application) else v)
 
 
 def _error_reason(exc: BaseException) -> str:
@@ -208,23 +186,9 @@ def apply_overrides(
 # ---------------------------------------------------------------------------- runtime_env and versions
 
 
-def merge_runtime_envs(parent: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
-    """`child` over `parent`, key by key, except `env_vars`, which are combined
-    (the child's win) — Ray Serve's rule for app-level vs deployment-level envs."""
-    merged = copy.deepcopy(parent)
-    merged.update(copy.deepcopy(child))
-    env_vars = {**parent.get("env_vars", {}), **child.get("env_vars", {})}
-    if env_vars:
-        merged["env_vars"] = env_vars
-    return merged
-
-
-def _code_version(spec: DeploymentSpec, served: Any, import_path: str, env: Dict[str, Any]) -> str:
-    """build.code_version, also changing with the import path and the runtime_env."""
-    return code_version(
-        served, spec.serialized_def, spec.serialized_init_args, spec.explicit_options.get("version"),
-        extra=(import_path, json.dumps(env, sort_keys=True, default=str)),
-    )
+def _version_inputs(import_path: str, env: Dict[str, Any]) -> Tuple[str, ...]:
+    """What a config-file app's code_versions also depend on: its import path and runtime_env."""
+    return (import_path, json.dumps(env, sort_keys=True, default=str))
 
 
 def _route_prefix(app: ServeApplicationSchema, root: Application) -> Optional[str]:
@@ -233,9 +197,15 @@ def _route_prefix(app: ServeApplicationSchema, root: Application) -> Optional[st
     return root.deployment.route_prefix or "/"
 
 
-def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[str, Any]] = None) -> BuiltApplication:
+def build_app_locally(
+    app: ServeApplicationSchema,
+    runtime_env: Optional[Dict[str, Any]] = None,
+    logging_config: Optional[LoggingConfig] = None,
+) -> BuiltApplication:
     """Build `app` in this process (no Ray task). `runtime_env` (default: the app's)
-    becomes every replica's default runtime_env and part of each code_version.
+    is merged under every replica's own and is part of each code_version; the
+    app's logging_config, else `logging_config` (the file's top-level one), is
+    used by deployments that set none in code.
 
     Raises AppBuildError (naming the app and import path) for any failure.
     """
@@ -246,25 +216,24 @@ def build_app_locally(app: ServeApplicationSchema, runtime_env: Optional[Dict[st
     except AppBuildError as exc:
         raise AppBuildError(f"Application '{app.name}': {exc}") from None
     overrides = {d.name: d.overrides() for d in app.deployments}
-    root, served = apply_overrides(root, overrides, app.name)
+    root, _ = apply_overrides(root, overrides, app.name)
+    app_logging = app.logging_config or logging_config
     try:
-        built = build_app(root, app.name, _route_prefix(app, root))
+        return build_app(
+            root, app.name, _route_prefix(app, root), runtime_env=env, merge_runtime_env=True,
+            logging_config=None if app_logging is None else app_logging.model_dump(),
+            version_inputs=_version_inputs(app.import_path, env),
+        )
     except (TypeError, ValueError) as exc:
         raise AppBuildError(f"Application '{app.name}': {_error_reason(exc)}") from None
-    for spec in built.deployments:
-        opts = dict(spec.config.get("ray_actor_options") or {})
-        child = opts.get("runtime_env") or {}
-        if env or child:
-            opts["runtime_env"] = merge_runtime_envs(env, child)
-        spec.config["ray_actor_options"] = opts
-        spec.code_version = _code_version(spec, served.get(spec.name), app.import_path, env)
-    return built
 
 
-def _build_in_worker(app: ServeApplicationSchema, runtime_env: Dict[str, Any]) -> Tuple[str, Any]:
+def _build_in_worker(
+    app: ServeApplicationSchema, runtime_env: Dict[str, Any], logging_config: Optional[LoggingConfig] = None
+) -> Tuple[str, Any]:
     """The body of the build task: ("ok", BuiltApplication) or ("error", message)."""
     try:
-        return "ok", build_app_locally(app, runtime_env)
+        return "ok", build_app_locally(app, runtime_env, logging_config)
     except AppBuildError as exc:
         return "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - e.g. a builder that raises
@@ -312,15 +281,18 @@ def upload_runtime_env(runtime_env: Dict[str, Any], app_name: str = "") -> Dict[
     return env
 
 
-def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[BuiltApplication]:
+def build_apps(
+    apps: List[ServeApplicationSchema], local: bool = False, logging_config: Optional[LoggingConfig] = None
+) -> List[BuiltApplication]:
     """Build every app; raise AppBuildError listing every failure (one per line).
 
     With `local=False` (needs a connected Ray) each app is imported in its own
     Ray task that runs with the app's (uploaded) runtime_env; with `local=True`
-    in this process, the runtime_env used as written.
+    in this process, the runtime_env used as written. `logging_config` (a
+    file's top-level one) is the default for apps that set none.
     """
     if local:
-        return _collect_results(apps, [_build_in_worker(app, app.runtime_env) for app in apps])
+        return _collect_results(apps, [_build_in_worker(app, app.runtime_env, logging_config) for app in apps])
     task = _get_build_task()
     pending: List[Any] = []
     for app in apps:
@@ -329,7 +301,7 @@ def build_apps(apps: List[ServeApplicationSchema], local: bool = False) -> List[
         except AppBuildError as exc:
             pending.append(("error", str(exc)))
             continue
-        pending.append(task.options(runtime_env=env or None).remote(app, env))
+        pending.append(task.options(runtime_env=env or None).remote(app, env, logging_config))
     return _collect_results(apps, [p if isinstance(p, tuple) else _get_result(a, p) for a, p in zip(apps, pending)])
 
 
@@ -375,29 +347,27 @@ def deploy_config(
     applications the file does not name.
 
     Every app is built (imported, overrides applied; or `built`, from
-    `build_apps(schema.applications)`) and route prefixes are checked before
-    anything changes on the cluster: a failure raises AppBuildError and leaves
-    the running apps as they were. Returns once the controller has the new
-    goal, without waiting for RUNNING.
+    `build_apps(schema.applications, logging_config=schema.logging_config)`) before anything changes on the cluster:
+    a failure raises AppBuildError and leaves the running apps as they were.
+    The controller then applies the whole goal atomically; when it refuses
+    (e.g. two apps would share a route prefix) nothing changes and
+    RayServeException("Deploying the config failed: ...") says why. Returns
+    once the controller has the new goal, without waiting for RUNNING.
     """
     if built is None:
         try:
-            built = build_apps(list(schema.applications))
+            built = build_apps(list(schema.applications), logging_config=schema.logging_config)
         except AppBuildError as exc:
             # Apps already running keep their version; their status says why the new one failed.
             if exc.failures and hasattr(client, "record_build_failures"):
                 client.record_build_failures(exc.failures)
             raise
     wanted = {b.name for b in built}
-    running = {
-        name: status.route_prefix
-        for name, status in client.get_serve_status().applications.items()
-        if str(status.status) != "DELETING"
-    }
+    running = [
+        name for name, status in client.get_serve_status().applications.items() if str(status.status) != "DELETING"
+    ]
     stale = sorted(n for n in running if n not in wanted) if declarative else []
-    _check_routes(built, {} if declarative else {n: p for n, p in running.items() if n not in wanted})
     configs = {app.name: app_config_dict(app) for app in schema.applications}
-    _apply_app_logging(schema, built)
     try:
         # One controller call: every app changes together, or none does.
         client.deploy_applications(
@@ -410,38 +380,12 @@ def deploy_config(
     return DeployResult([b.name for b in built], stale)
 
 
-def _check_routes(built: List[BuiltApplication], kept: Dict[str, Optional[str]]) -> None:
-    """Raise AppBuildError when two apps of the new goal would share a route prefix."""
-    owners = {prefix: name for name, prefix in kept.items() if prefix is not None}
-    clashes = []
-    for app in built:
-        if app.route_prefix is None:
-            continue
-        if app.route_prefix in owners:
-            clashes.append(f"'{app.name}' wants {app.route_prefix} held by '{owners[app.route_prefix]}'")
-        owners[app.route_prefix] = app.name
-    if clashes:
-        raise AppBuildError(f"Route prefixes clash: {'; '.join(clashes)}.")
-
-
-def _apply_app_logging(schema: ServeDeploySchema, built: List[BuiltApplication]) -> None:
-    """The file's logging_config (top level, then per app) for deployments that set none in code."""
-    by_name = {app.name: app for app in schema.applications}
-    for app in built:
-        config = by_name[app.name].logging_config or schema.logging_config
-        if config is None:
-            continue
-        for spec in app.deployments:
-            if not spec.config.get("logging_config"):
-                spec.config["logging_config"] = config.model_dump()
-
-
 # ---------------------------------------------------------------------------- build (config generation)
 
 
 def _deployment_entry(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     """One `deployments:` entry: the name and the options set in code, validated."""
-    opts = {k: v for k, v in options.items() if k not in _NOT_IN_CONFIG}
+    opts = {k: v for k, v in options.items() if k not in NON_CONFIG_OPTIONS}
     for key, value in list(opts.items()):
         if isinstance(value, BaseModel):
             opts[key] = value.model_dump(exclude_unset=True)

@@ -1,5 +1,6 @@
 """Annotated types and validators shared by the option schemas (`config.py`)
-and the config-file schema (`config_file.py`), and the one route-prefix rule.
+and the config-file schema (`config_file.py`), and the rules both apply:
+route prefixes, import paths, `num_replicas`, replica placement.
 
 Pure pydantic and stdlib: it imports nothing else from the package, so both
 schema modules (and the controller) can import it without a cycle.
@@ -7,7 +8,115 @@ schema modules (and the controller) can import it without a cycle.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Tuple
+import json
+from typing import Annotated, Any, Iterable, List, Optional, Tuple
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+MAX_REPLICAS_PER_NODE_MAX_VALUE = 100  # Ray Serve's upper bound.
+DEFAULT_KEEP_ALIVE_TIMEOUT_S = 90  # Ray Serve's uvicorn keep-alive default.
+PLACEMENT_GROUP_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+NUM_REPLICAS_AND_AUTOSCALING_ERROR = (
+    "Manually setting num_replicas is not allowed when autoscaling_config is provided."
+)
+
+
+def _reject_bool(value: Any) -> Any:
+    """Refuse ``True``/``False`` where a count is expected (bool is an int subclass)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got the boolean {value}")
+    return value
+
+
+def _check_queue_limit(value: int) -> int:
+    if value < 1 and value != -1:
+        raise ValueError("max_queued_requests must be -1 (no limit) or a positive integer")
+    return value
+
+
+def _check_bundles(value: List[dict]) -> List[dict]:
+    if not value:
+        raise ValueError("placement_group_bundles must contain at least one bundle")
+    for i, bundle in enumerate(value):
+        if any(v < 0 for v in bundle.values()):
+            raise ValueError(f"bundle {i} has a negative resource: {bundle}")
+    return value
+
+
+def _check_strategy(value: str) -> str:
+    if value not in PLACEMENT_GROUP_STRATEGIES:
+        raise ValueError(
+            f"placement_group_strategy must be one of {list(PLACEMENT_GROUP_STRATEGIES)}, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def check_json_serializable(value: Any) -> Any:
+    """Return `value` if it is None or JSON-serializable, else raise ValueError."""
+    if value is not None:
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"user_config is not JSON-serializable: {e}") from None
+    return value
+
+
+# An ``int`` that does not silently accept booleans (``num_replicas: yes`` in YAML).
+Int = Annotated[int, BeforeValidator(_reject_bool)]
+QueueLimit = Annotated[Int, AfterValidator(_check_queue_limit)]
+Bundles = Annotated[list[dict[str, float]], AfterValidator(_check_bundles)]
+Strategy = Annotated[str, AfterValidator(_check_strategy)]
+ReplicasPerNode = Annotated[Int, Field(ge=1, le=MAX_REPLICAS_PER_NODE_MAX_VALUE)]
+
+
+def check_num_replicas(value: Any) -> Any:
+    """Return `value` if it is a valid user-given ``num_replicas``: None (not
+    given), ``"auto"`` or an int >= 1 (not a bool). Else raise ValueError."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'num_replicas must be an int or "auto", got {value!r}')
+    if value < 1:
+        raise ValueError(f"num_replicas is expected to be larger than 0, got {value}")
+    return value
+
+
+def check_replicas_per_node(max_replicas_per_node: Optional[int], bundles: Optional[list]) -> None:
+    """Raise ValueError if ``max_replicas_per_node`` is set together with
+    placement group bundles (Ray Serve's rule)."""
+    if max_replicas_per_node is not None and bundles:
+        raise ValueError(
+            "Setting max_replicas_per_node is not allowed when "
+            "placement_group_bundles is provided."
+        )
+
+
+def parse_import_path(path: str) -> Tuple[str, str]:
+    """Split ``"module.sub:attr"`` or ``"module.sub.attr"`` into (module, attribute).
+
+    After a colon the attribute may be dotted (``"mod:obj.attr"``). Raises
+    ValueError (``Got invalid import path "..."``, saying why) for a non-string
+    or malformed path: more than one colon, no separator, or a leading or
+    trailing separator.
+    """
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"Import path must be a non-empty string, got {path!r}.")
+    sep = ":" if ":" in path else "."
+    problem = None
+    if path.count(":") > 1:
+        problem = "may have at most one colon"
+    elif sep not in path:
+        problem = (
+            "must contain a dot or colon separating the module from the attribute, "
+            'e.g. "module.app" or "module:app"'
+        )
+    elif path.startswith(sep) or path.endswith(sep):
+        problem = f"may not start or end with a {'colon' if sep == ':' else 'dot'}"
+    if problem:
+        raise ValueError(f'Got invalid import path "{path}". An import path {problem}.')
+    module, _, attr = path.partition(":") if sep == ":" else path.rpartition(".")
+    return module, attr
 
 
 def route_prefix_clashes(apps: Iterable[Tuple[str, Optional[str]]]) -> List[Tuple[str, str, str]]:

@@ -15,21 +15,17 @@ from typing import Any, AsyncIterator, Callable, Dict, Tuple
 
 from ray import cloudpickle
 
-from ray_serving_ext._private.build import HandleMarker
+from ray_serving_ext._private.build import HandleMarker, map_nested
 
 
 def _replace_markers(value: Any) -> Any:
+    """`value` with every HandleMarker replaced by a DeploymentHandle to it."""
     from ray_serving_ext.handle import DeploymentHandle
 
-    if isinstance(value, HandleMarker):
-        return DeploymentHandle(value.deployment_name, value.app_name)
-    if isinstance(value, list):
-        return [_replace_markers(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_replace_markers(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _replace_markers(v) for k, v in value.items()}
-    return value
+    def replace(v: Any) -> Any:
+        return DeploymentHandle(v.deployment_name, v.app_name) if isinstance(v, HandleMarker) else v
+
+    return map_nested(value, replace)
 
 
 class UserCallable:

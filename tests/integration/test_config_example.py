@@ -8,7 +8,7 @@ import requests
 
 import ray_serving_ext as serve
 from ray_serving_ext._private.config_deploy import deploy_config
-from ray_serving_ext.config import ServeDeploySchema, load_config_file
+from ray_serving_ext.config_file import ServeDeploySchema, load_config_file
 from tests.utils import wait_for_condition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

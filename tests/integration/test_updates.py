@@ -10,7 +10,7 @@ import requests
 
 import ray_serving_ext as serve
 from ray_serving_ext._private.config_deploy import AppBuildError, deploy_config
-from ray_serving_ext.config import ServeDeploySchema
+from ray_serving_ext.config_file import ServeDeploySchema
 from tests.integration.update_apps.versions import ModelBroken, ModelV1, ModelV2
 from tests.utils import wait_for_condition
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,19 +10,21 @@ from pydantic import ValidationError
 
 from ray_serving_ext.config import (
     AutoscalingConfig,
-    ConfigError,
     DeploymentConfig,
-    DeploymentSchema,
     HTTPOptions,
-    HTTPOptionsSchema,
     LoggingConfig,
     ProxyLocation,
     RayActorOptionsSchema,
+    format_validation_error,
+    validate_ray_actor_options,
+)
+from ray_serving_ext.config_file import (
+    ConfigError,
+    DeploymentSchema,
+    HTTPOptionsSchema,
     ServeApplicationSchema,
     ServeDeploySchema,
-    format_validation_error,
     load_config_file,
-    validate_ray_actor_options,
     validate_route_prefix,
 )
 

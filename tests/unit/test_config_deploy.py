@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+import ray
 import yaml
 from click.testing import CliRunner
 
 from ray_serving_ext._private import config_deploy
+from ray_serving_ext._private.config_types import route_prefix_clashes
 from ray_serving_ext._private.config_deploy import (
     AppBuildError,
     build_app_from_schema,
@@ -25,9 +27,12 @@ from ray_serving_ext._private.config_deploy import (
     call_app_builder,
     deploy_config,
     import_attr,
-    merge_runtime_envs,
 )
+from ray_serving_ext._private.build import build_app, merge_runtime_envs
 from ray_serving_ext.cli import _status_view, cli, load_target
+from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
+from ray_serving_ext.deployment import Application
+from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import (
     ApplicationStatus,
     ApplicationStatusOverview,
@@ -38,8 +43,6 @@ from ray_serving_ext.schema import (
     ReplicaState,
     ServeStatus,
 )
-from ray_serving_ext.config import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
-from ray_serving_ext.deployment import Application
 from tests.e2e.apps import echo, graph
 from tests.utils import free_port
 
@@ -253,13 +256,20 @@ class FakeClient:
 
     def deploy_applications(self, builts: List[Any], configs: List[Any], delete_missing: bool,
                             target_capacity: Optional[float] = None) -> None:
-        self.calls.append(("deploy_all", [(b.name, b.route_prefix) for b in builts], configs, delete_missing))
+        # As the controller: the new goal plus (unless declarative) the other running
+        # apps must not share a route prefix, else the call fails and nothing changes.
+        wanted = [(b.name, b.route_prefix) for b in builts]
+        kept = [] if delete_missing else [(n, p) for n, p in self.running.items() if n not in dict(wanted)]
+        for prefix, holder, newcomer in route_prefix_clashes(wanted + kept):
+            cause = RayServeException(f'Prefix {prefix} is used by both application "{holder}" and "{newcomer}".')
+            raise ray.exceptions.RayTaskError("deploy_applications", "", cause)
+        self.calls.append(("deploy_all", wanted, configs, delete_missing))
 
 
 @pytest.fixture
 def local_builds(monkeypatch) -> None:
     real = config_deploy.build_apps
-    monkeypatch.setattr(config_deploy, "build_apps", lambda apps, local=False: real(apps, local=True))
+    monkeypatch.setattr(config_deploy, "build_apps", lambda apps, local=False, **kw: real(apps, local=True, **kw))
 
 
 def two_apps(**echo_fields: Any) -> ServeDeploySchema:
@@ -304,7 +314,7 @@ def test_prefix_swap_is_one_step(local_builds) -> None:
 
 def test_route_clash_or_build_failure_changes_nothing(local_builds) -> None:
     client = FakeClient({"other": "/echo"})
-    with pytest.raises(AppBuildError, match="'echo' wants /echo held by 'other'"):
+    with pytest.raises(RayServeException, match='^Deploying the config failed: Prefix /echo is used by both'):
         deploy_config(client, two_apps(), declarative=False)
     with pytest.raises(AppBuildError, match="Nope"):
         deploy_config(client, two_apps(deployments=[{"name": "Nope"}]))
@@ -437,3 +447,35 @@ def test_status_view_has_ray_serves_shape() -> None:
     # Plain data: what the YAML dumper gets has no enums left in it.
     assert type(view["applications"]["a"]["status"]) is str
     assert [type(k) for k in view["applications"]["a"]["deployments"]["D"]["replica_states"]] == [str]
+
+
+# ---------------------------------------------------------------- build_app inputs
+
+
+def test_build_app_inputs_complete_the_specs() -> None:
+    job_env = {"env_vars": {"J": "1"}}
+    plain = specs(build_app(graph.app, "g", "/g"))
+    built = specs(build_app(graph.app, "g", "/g", runtime_env=job_env, logging_config={"log_level": "DEBUG"}))
+    # serve.run's rule: the default env only for deployments without one of their own.
+    assert built["Ingress"].config["ray_actor_options"] == {"runtime_env": job_env}
+    assert built["Model"].config["ray_actor_options"] == {"num_cpus": 0.5, "runtime_env": job_env}
+    assert all(s.config["logging_config"] == {"log_level": "DEBUG"} for s in built.values())
+    # Neither input is part of the code version; version_inputs are.
+    assert {n: s.code_version for n, s in built.items()} == {n: s.code_version for n, s in plain.items()}
+    other = specs(build_app(graph.app, "g", "/g", version_inputs=("x",)))
+    assert all(other[n].code_version != plain[n].code_version for n in plain)
+
+
+def test_build_app_keeps_a_deployments_own_env_and_logging() -> None:
+    import ray_serving_ext as serve
+
+    @serve.deployment(ray_actor_options={"runtime_env": {"pip": ["a"]}}, logging_config={"log_level": "ERROR"})
+    def own(request: Any) -> str:
+        return "x"
+
+    (spec,) = build_app(own.bind(), "o", None, runtime_env={"env_vars": {"J": "1"}},
+                        logging_config={"log_level": "DEBUG"}).deployments
+    assert spec.config["ray_actor_options"] == {"runtime_env": {"pip": ["a"]}}
+    assert spec.config["logging_config"]["log_level"] == "ERROR"
+    (merged,) = build_app(own.bind(), "o", None, runtime_env={"env_vars": {"J": "1"}}, merge_runtime_env=True).deployments
+    assert merged.config["ray_actor_options"] == {"runtime_env": {"pip": ["a"], "env_vars": {"J": "1"}}}

@@ -2,7 +2,7 @@
 
 import os
 
-from ray_serving_ext.config import load_config_file
+from ray_serving_ext.config_file import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
