@@ -30,7 +30,7 @@ class ConcurrencyLimiter:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # we were handed a slot but are going away
-            else:
+            elif waiter in self._waiters:  # a release between the cancel and now already dropped it
                 self._waiters.remove(waiter)
             raise
 
