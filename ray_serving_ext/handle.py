@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, Iterator, Optional
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import ray
 
-from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
+from ray_serving_ext._private.common import STREAM, UNARY, DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop, in_loop
 from ray_serving_ext._private.router import get_router_registry
-from ray_serving_ext._private.transport import STREAM
 from ray_serving_ext.context import _get_request_context
 from ray_serving_ext.exceptions import RequestCancelledError
 
@@ -104,10 +103,13 @@ class DeploymentHandle:
         stream = self._options.stream
 
         async def run() -> Any:
+            # On the router loop: awaiting argument responses blocks no caller thread.
+            call_args, call_kwargs = await _resolve_responses(args, kwargs)
+            request = Request(STREAM if stream else UNARY, metadata, call_args, call_kwargs)
             router = get_router_registry().get(deployment_id, loop)
             if stream:
-                return await router.assign_request(metadata, args, kwargs, STREAM)
-            return await router.call_unary(metadata, args, kwargs)
+                return await router.assign_request(request)
+            return await router.call_unary(request)
 
         if in_loop(loop):  # called from code running on the router loop (e.g. inside a replica)
             pending: Any = loop.create_task(run())
@@ -228,6 +230,26 @@ class DeploymentResponseGenerator(_ResponseBase):
 
 
 _DONE = object()
+
+
+async def _resolve_responses(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """Replace DeploymentResponse arguments by their results (as Ray Serve passes values).
+
+    Raises TypeError for a DeploymentResponseGenerator argument: a stream has no one value.
+    Returns `args` and `kwargs` themselves when no argument is a response.
+    """
+    values = list(kwargs.values())
+    if any(isinstance(a, DeploymentResponseGenerator) for a in args) or any(
+        isinstance(v, DeploymentResponseGenerator) for v in values
+    ):
+        raise TypeError("A streaming DeploymentResponseGenerator cannot be passed to another handle call.")
+    if not any(isinstance(a, DeploymentResponse) for a in args) and not any(
+        isinstance(v, DeploymentResponse) for v in values
+    ):
+        return args, kwargs
+    new_args: List[Any] = [await a if isinstance(a, DeploymentResponse) else a for a in args]
+    new_kwargs = {k: await v if isinstance(v, DeploymentResponse) else v for k, v in kwargs.items()}
+    return tuple(new_args), new_kwargs
 
 
 async def _next_item(call: Any) -> Any:

@@ -109,28 +109,3 @@ class BufferedReceive:
 
     def disconnect(self) -> None:
         self._disconnected.set()
-
-
-class MessageQueue:
-    """Collects ASGI send() messages so a generator can hand them out in batches."""
-
-    def __init__(self) -> None:
-        self._messages: List[Message] = []
-        self._event = asyncio.Event()
-        self._closed = False
-
-    async def send(self, message: Message) -> None:
-        self._messages.append(message)
-        self._event.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._event.set()
-
-    async def get_batch(self) -> List[Message]:
-        """Every message queued so far (waits for at least one); [] once closed and drained."""
-        while not self._messages and not self._closed:
-            self._event.clear()
-            await self._event.wait()
-        batch, self._messages = self._messages, []
-        return batch

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.cluster import get_controller
-from ray_serving_ext._private.common import DeploymentID, RequestMetadata, new_request_id
+from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, REQUEST_ID_HEADER
 from ray_serving_ext._private.http_util import forwardable_scope, send_plain
@@ -28,7 +28,6 @@ from ray_serving_ext.config import HTTPOptions
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext.proxy")
-
 
 
 def match_route(routes: List[Tuple[str, str, str]], path: str) -> Optional[Tuple[str, str, str]]:
@@ -105,7 +104,7 @@ class ProxyASGIApp:
         )
         router = self._router(DeploymentID(deployment, app_name))
         try:
-            call = await router.assign_request(meta, (forwardable_scope(scope, prefix),), {}, transport.WEBSOCKET)
+            call = await router.assign_request(Request(transport.WEBSOCKET, meta, scope=forwardable_scope(scope, prefix)))
         except (BackPressureError, DeploymentUnavailableError):
             await send({"type": "websocket.close", "code": 1013})  # try again later
             return
@@ -184,7 +183,7 @@ class ProxyASGIApp:
             multiplexed_model_id=_header(scope, MULTIPLEXED_MODEL_ID_HEADER) or "",
         )
         router = self._router(DeploymentID(deployment, app_name))
-        state = _RequestState(meta, forwardable_scope(scope, prefix), body)
+        state = _RequestState(Request(transport.HTTP, meta, scope=forwardable_scope(scope, prefix), body=body))
         forward = asyncio.ensure_future(self._forward_with_retry(router, state, send))
         disconnect = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
@@ -232,13 +231,13 @@ class ProxyASGIApp:
                 await self._forward(router, state, send)
                 return
             except _ReplicaDied as exc:
-                retryable = not exc.request_started or state.scope.get("method", "GET") in _IDEMPOTENT
+                retryable = not exc.request_started or state.request.scope.get("method", "GET") in _IDEMPOTENT
                 if state.started or not retryable or attempt == 2:
                     raise
                 logger.warning("Replica died before answering request %s; retrying.", state.meta.request_id)
 
     async def _forward(self, router: Router, state: "_RequestState", send: Any) -> None:
-        call = await router.assign_request(state.meta, (state.scope, state.body), {}, transport.HTTP)
+        call = await router.assign_request(state.request)
         try:
             async for messages in call:
                 for message in messages:
@@ -260,12 +259,13 @@ _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 
 
 class _RequestState:
-    __slots__ = ("meta", "scope", "body", "started", "finished")
+    """One HTTP request being forwarded (over retries): the request, and how far its answer got."""
 
-    def __init__(self, meta: RequestMetadata, scope: Dict[str, Any], body: bytes) -> None:
-        self.meta = meta
-        self.scope = scope
-        self.body = body
+    __slots__ = ("request", "meta", "started", "finished")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.meta = request.metadata
         self.started = False
         self.finished = False
 

@@ -19,14 +19,14 @@ import os
 import secrets
 import time
 import traceback
-from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 import ray
 
 from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.cluster import get_controller
-from ray_serving_ext._private.common import RequestMetadata
+from ray_serving_ext._private.common import Request, RequestMetadata
+from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
@@ -41,49 +41,6 @@ from ray_serving_ext.context import (
 )
 
 logger = logging.getLogger("ray_serving_ext.replica")
-
-
-class ConcurrencyLimiter:
-    """A FIFO semaphore whose capacity can change while requests run."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.running = 0
-        self._waiters: Deque[asyncio.Future] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    async def acquire(self) -> None:
-        if self.running < self.capacity and not self._waiters:
-            self.running += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # we were handed a slot but are going away
-            else:
-                self._waiters.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        self.running -= 1
-        self._wake()
-
-    def set_capacity(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.running < self.capacity:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.running += 1
-                waiter.set_result(None)
 
 
 class ReplicaActor:
@@ -218,10 +175,6 @@ class ReplicaActor:
         await self._exit_event.wait()
         return True
 
-    async def get_num_ongoing_requests(self) -> int:
-        limiter = self._get_limiter()
-        return limiter.running + limiter.waiting
-
     async def prepare_for_shutdown(self) -> bool:
         """Take no new requests, let running ones finish (bounded), run user teardown."""
         self._shutting_down = True
@@ -306,30 +259,30 @@ class ReplicaActor:
             self._access_log(meta, status, start)
 
     # ---- the direct transport ------------------------------------------------------------
-    async def _handle_transport(self, kind: str, body: Any, stream: transport.ServerStream) -> None:
-        meta = body[0]
+    async def _handle_transport(self, request: Request, stream: transport.ServerStream) -> None:
+        """Serve one request from the direct transport, answering on `stream`."""
+        # One flat branch rather than a coroutine per kind: this runs for every request.
+        meta = request.metadata
+        kind = request.kind
         try:
             if kind == transport.UNARY:
-                _, args, kwargs = body
-                value = await self._run_request(meta, stream.started, lambda u: u.call(meta.call_method, args, kwargs))
+                value = await self._run_request(
+                    meta, stream.started, lambda u: u.call(meta.call_method, request.args, request.kwargs)
+                )
                 stream.result(value)
             elif kind == transport.STREAM:
-                _, args, kwargs = body
-                await self._run_request(meta, stream.started, lambda u: _drain(u.call_streaming(meta.call_method, args, kwargs), stream.item))
+                await self._run_request(meta, stream.started, lambda u: _drain(
+                    u.call_streaming(meta.call_method, request.args, request.kwargs), stream.item))
                 stream.end()
             elif kind == transport.WEBSOCKET:
-                _, scope = body
                 outcome = _Outcome()
-                await self._run_request(meta, stream.started, lambda u: self._serve_websocket(u, scope, stream, outcome),
-                                        outcome)
+                await self._run_request(meta, stream.started,
+                                        lambda u: self._serve_websocket(u, request.scope, stream, outcome), outcome)
                 stream.end()
             elif kind == transport.HTTP:
-                _, scope, req_body = body
                 outcome = _Outcome()
-                await self._run_request(
-                    meta, stream.started, lambda u: self._serve_http(u, meta, scope, req_body, stream.item, outcome),
-                    outcome,
-                )
+                await self._run_request(meta, stream.started, lambda u: self._serve_http(
+                    u, meta, request.scope, request.body, stream.item, outcome), outcome)
                 stream.end()
             else:
                 raise ValueError(f"Unknown request kind {kind!r}")

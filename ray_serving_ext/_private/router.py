@@ -14,19 +14,18 @@ import asyncio
 import logging
 import random
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 import ray
 
 from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.cluster import get_controller, local_node_ip
 from ray_serving_ext._private.constants import USE_DIRECT_TRANSPORT
-from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
+from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, Request
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext")
-
 
 
 def replicas_key(deployment_id: DeploymentID) -> str:
@@ -194,27 +193,20 @@ class Router:
         self._conns[rid] = conn
         return conn
 
-    async def assign_request(
-        self,
-        metadata: RequestMetadata,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-        kind: str = transport.UNARY,
-    ) -> Any:
+    async def assign_request(self, request: Request) -> Any:
         """Wait for a replica with room and send the request; returns the call in flight.
 
         The call (a TransportCall, or a RayCall on the fallback path) has
-        `result()` for unary requests and async iteration for streams. The
+        `result()` for unary requests and async iteration for the others. The
         replica's slot is released when the call completes, however it ends.
         A replica that cannot be reached is skipped for another one.
         """
-        args, kwargs = await _resolve_responses(args, kwargs)
         for _attempt in range(10):
-            replica = await self._acquire(metadata.multiplexed_model_id)
+            replica = await self._acquire(request.metadata.multiplexed_model_id)
             rid = replica.replica_id
             self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
             try:
-                call = await self._send(replica, metadata, args, kwargs, kind)
+                call = await self._send(replica, request)
             except (OSError, transport.ReplicaUnavailableError) as exc:
                 self._release(rid)
                 self.mark_dead(rid)
@@ -227,30 +219,25 @@ class Router:
             return call
         raise DeploymentUnavailableError(self.deployment_id, "no replica could be reached")
 
-    async def _send(self, replica: ReplicaInfo, metadata: RequestMetadata, args: Tuple[Any, ...],
-                    kwargs: Dict[str, Any], kind: str) -> Any:
+    async def _send(self, replica: ReplicaInfo, request: Request) -> Any:
         if USE_DIRECT_TRANSPORT and replica.port:
             conn = await self._connection(replica)
-            if kind == transport.HTTP:
-                return conn.request(kind, (metadata, args[0], args[1]))
-            if kind == transport.WEBSOCKET:
-                return conn.request(kind, (metadata, args[0]))
-            return conn.request(kind, (metadata, args, kwargs))
-        if kind == transport.WEBSOCKET:
+            return conn.request(request)
+        if request.kind == transport.WEBSOCKET:
             raise DeploymentUnavailableError(self.deployment_id, "WebSockets need the direct transport")
-        return RayCall.send(replica, metadata, args, kwargs, kind, self._loop)
+        return RayCall.send(replica, request, self._loop)
 
-    async def call_unary(self, metadata: RequestMetadata, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    async def call_unary(self, request: Request) -> Any:
         """Send a unary request and wait for its result; a request lost before it started is retried."""
         for attempt in range(3):
-            call = await self.assign_request(metadata, args, kwargs, transport.UNARY)
+            call = await self.assign_request(request)
             try:
                 return await call.result()
             except transport.ReplicaUnavailableError as exc:
                 self.mark_dead(call.replica_id)
                 if exc.started or attempt == 2:
                     raise
-                logger.warning("Request %s lost before it started; retrying.", metadata.request_id)
+                logger.warning("Request %s lost before it started; retrying.", request.metadata.request_id)
         raise AssertionError("unreachable")
 
 
@@ -265,13 +252,23 @@ class RayCall:
         self.started = True  # unknowable on this path: assume the worst
 
     @classmethod
-    def send(cls, replica: ReplicaInfo, metadata: RequestMetadata, args: Tuple[Any, ...],
-             kwargs: Dict[str, Any], kind: str, loop: asyncio.AbstractEventLoop) -> "RayCall":
+    def send(cls, replica: ReplicaInfo, request: Request, loop: asyncio.AbstractEventLoop) -> "RayCall":
+        """Call the replica's actor method for the request's kind.
+
+        Arguments go as the actor call's own arguments (not inside the
+        Request), so Ray resolves ObjectRefs among them as it does for any call.
+        """
         handle = replica.actor_handle
-        if kind == transport.UNARY:
-            return cls(handle.handle_request.remote(metadata, *args, **kwargs), False, loop, replica.replica_id)
-        method = handle.handle_http if kind == transport.HTTP else handle.handle_request_streaming
-        gen = method.options(num_returns="streaming").remote(metadata, *args, **kwargs)
+        meta = request.metadata
+        if request.kind == transport.UNARY:
+            ref = handle.handle_request.remote(meta, *request.args, **request.kwargs)
+            return cls(ref, False, loop, replica.replica_id)
+        if request.kind == transport.HTTP:
+            gen = handle.handle_http.options(num_returns="streaming").remote(meta, request.scope, request.body)
+        else:
+            gen = handle.handle_request_streaming.options(num_returns="streaming").remote(
+                meta, *request.args, **request.kwargs
+            )
         return cls(gen, True, loop, replica.replica_id)
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
@@ -308,41 +305,6 @@ class RayCall:
 
 
 _RAY_DEATH = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
-
-
-_RESPONSE_TYPES: Optional[Tuple[type, type]] = None
-
-
-def _response_types() -> Tuple[type, type]:
-    """handle.py's response classes (imported once, on first use: handle.py imports this module)."""
-    global _RESPONSE_TYPES
-    if _RESPONSE_TYPES is None:
-        from ray_serving_ext.handle import DeploymentResponse, DeploymentResponseGenerator
-
-        _RESPONSE_TYPES = (DeploymentResponse, DeploymentResponseGenerator)
-    return _RESPONSE_TYPES
-
-
-async def _resolve_responses(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-    """Replace DeploymentResponse arguments by their results (as Ray Serve passes values)."""
-    DeploymentResponse, DeploymentResponseGenerator = _response_types()
-
-    def bad(value: Any) -> bool:
-        return isinstance(value, DeploymentResponseGenerator)
-
-    if any(bad(a) for a in args) or any(bad(v) for v in kwargs.values()):
-        raise TypeError("A streaming DeploymentResponseGenerator cannot be passed to another handle call.")
-    if not any(isinstance(a, DeploymentResponse) for a in args) and not any(
-        isinstance(v, DeploymentResponse) for v in kwargs.values()
-    ):
-        return args, kwargs
-    new_args: List[Any] = []
-    for a in args:
-        new_args.append(await a if isinstance(a, DeploymentResponse) else a)
-    new_kwargs = {}
-    for k, v in kwargs.items():
-        new_kwargs[k] = await v if isinstance(v, DeploymentResponse) else v
-    return tuple(new_args), new_kwargs
 
 
 class RouterRegistry:

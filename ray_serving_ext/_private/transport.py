@@ -1,16 +1,36 @@
 """The direct data path between callers (proxies, handles) and replicas.
 
 Each replica listens on a TCP port; a caller keeps one connection per replica
-and multiplexes its requests over it as frames:
+and multiplexes its requests over it. Everything on a connection is a frame:
 
-    header = struct "!IBQ": payload length, frame type, request id
+    header  = struct "!IBQ" (13 bytes, network order):
+              payload length (uint32), frame type (uint8), request id (uint64)
+    payload = `length` bytes
 
-Requests carry pickled (metadata, method, args, kwargs). The replica answers
-STARTED when the request begins executing (so a caller knows a request lost to
-a dead replica had not started and may safely go elsewhere), then RESULT, or
-ITEMs and END for streams, or ERROR. A CANCEL frame cancels a request. The
-first frame on a connection must be HELLO with the replica's token: the port
-runs no code for anyone who cannot read the token from the controller.
+Frame types and payloads (request ids are the caller's, counted from 1 per
+connection; HELLO uses 0):
+
+    caller -> replica
+      HELLO    the replica's token (utf-8); must be the first frame, else the
+               replica closes the connection: the port runs no code for anyone
+               who cannot read the token from the controller
+      REQUEST  a pickled `Request.to_wire()` tuple (common.Request)
+      INBOUND  a pickled message for a running WEBSOCKET request (the client's)
+      CANCEL   empty: cancel that request
+    replica -> caller
+      STARTED  empty: the request began executing (so a request lost with a
+               dead replica before this is known not to have run, and may
+               safely go elsewhere)
+      RESULT   the pickled return value of a UNARY request (ends it)
+      ITEM     one pickled item of a STREAM, or a list of ASGI messages of an
+               HTTP request, or one ASGI message of a WEBSOCKET request
+      END      empty: the STREAM, HTTP or WEBSOCKET request finished
+      ERROR    a pickled (exception, traceback text, where) (ends the request)
+
+Pickling is protocol 5, with cloudpickle for what pickle cannot handle. A
+header claiming more than the reader's `max_frame` bytes raises
+FrameTooLargeError before any of its payload is buffered; either end then
+closes the connection (the caller fails its calls as a lost connection).
 
 Ray is still what creates, places and supervises replicas; it is just not on
 the request path, which removes the object store and the core worker's task
@@ -30,15 +50,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ray import cloudpickle
 
+from ray_serving_ext._private.common import HTTP, STREAM, UNARY, WEBSOCKET, Request
+
 logger = logging.getLogger("ray_serving_ext.transport")
 
 HEADER = struct.Struct("!IBQ")
 HELLO, REQUEST, STARTED, RESULT, ITEM, END, ERROR, CANCEL, INBOUND = range(1, 10)
-# Request kinds carried in a REQUEST frame's payload. A WEBSOCKET request also
-# takes INBOUND frames (the client's messages) for as long as it runs.
-UNARY, STREAM, HTTP, WEBSOCKET = "unary", "stream", "http", "websocket"
+# Re-exported: callers name request kinds as transport.UNARY etc.
+__all__ = ["UNARY", "STREAM", "HTTP", "WEBSOCKET", "Request"]
 
-MAX_FRAME = 2**32 - 1
+MAX_FRAME = 2**32 - 1  # the most a "!I" length can say
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -62,13 +83,31 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=5)
 
 
-class FrameReader:
-    """Incremental frame parser: feed bytes, get (type, request id, payload) tuples."""
+class FrameTooLargeError(ValueError):
+    """A frame header claimed a payload longer than the reader accepts."""
 
-    def __init__(self) -> None:
+    def __init__(self, length: int, max_frame: int) -> None:
+        super().__init__(f"Frame of {length} bytes exceeds the limit of {max_frame} bytes.")
+        self.length = length
+        self.max_frame = max_frame
+
+
+class FrameReader:
+    """Incremental frame parser: feed bytes, get (type, request id, payload) tuples.
+
+    A header whose length exceeds `max_frame` raises FrameTooLargeError as soon
+    as the header is read (its payload is never buffered), and again on every
+    later feed: the stream cannot be resynchronised, so the connection must close.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buf = bytearray()
+        self.max_frame = max_frame
+        self._error: Optional[FrameTooLargeError] = None
 
     def feed(self, data: bytes) -> List[Tuple[int, int, bytes]]:
+        if self._error is not None:
+            raise self._error
         self._buf += data
         frames = []
         buf = self._buf
@@ -76,6 +115,10 @@ class FrameReader:
         size = HEADER.size
         while len(buf) - offset >= size:
             length, ftype, rid = HEADER.unpack_from(buf, offset)
+            if length > self.max_frame:
+                self._buf = bytearray()
+                self._error = FrameTooLargeError(length, self.max_frame)
+                raise self._error
             end = offset + size + length
             if len(buf) < end:
                 break
@@ -250,12 +293,23 @@ class ReplicaConnection(asyncio.Protocol):
         _set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
-        for ftype, rid, payload in self._reader.feed(data):
+        try:
+            frames = self._reader.feed(data)
+        except FrameTooLargeError as exc:
+            logger.error("Replica %s sent a bad frame (%s); closing the connection.", self.replica_id, exc)
+            self._lose()
+            self.close()
+            return
+        for ftype, rid, payload in frames:
             call = self.calls.get(rid)
             if call is not None:
                 call._on_frame(ftype, payload)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._lose()
+
+    def _lose(self) -> None:
+        """The connection is gone: fail every call in flight as ReplicaUnavailableError."""
         self.closed = True
         for call in list(self.calls.values()):
             call._fail(
@@ -271,14 +325,19 @@ class ReplicaConnection(asyncio.Protocol):
         if self._transport is not None and not self.closed:
             self._transport.writelines(encode(ftype, rid, payload))
 
-    def request(self, kind: str, payload: Any) -> TransportCall:
-        """Send a request; the payload tuple is pickled here."""
+    def request(self, request: Request) -> TransportCall:
+        """Send a request (pickled here); returns the call in flight.
+
+        Raises what pickling the request raises, or ReplicaUnavailableError
+        when the connection is closed; no call is left registered either way.
+        """
         if self.closed:
             raise ReplicaUnavailableError(f"The connection to replica {self.replica_id} is closed.", started=False)
+        payload = dumps(request.to_wire())
         rid = next(self._ids)
-        call = TransportCall(self, rid, kind != UNARY, self.replica_id)
+        call = TransportCall(self, rid, request.kind != UNARY, self.replica_id)
         self.calls[rid] = call
-        self.send(REQUEST, rid, dumps((kind, payload)))
+        self.send(REQUEST, rid, payload)
         return call
 
     def close(self) -> None:
@@ -303,7 +362,8 @@ class ReplicaConnection(asyncio.Protocol):
 # ---------------------------------------------------------------------------------------
 # Replica side
 # ---------------------------------------------------------------------------------------
-Handler = Callable[[str, Any, "ServerStream"], Any]
+# The replica's request handler: called with each Request and the stream to answer on.
+Handler = Callable[[Request, "ServerStream"], Any]
 
 
 class ServerStream:
@@ -359,7 +419,14 @@ class ReplicaServerProtocol(asyncio.Protocol):
         _set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
-        for ftype, rid, payload in self._reader.feed(data):
+        try:
+            frames = self._reader.feed(data)
+        except FrameTooLargeError as exc:
+            logger.warning("Closing a connection that sent a bad frame: %s", exc)
+            if self._transport is not None:
+                self._transport.close()
+            return
+        for ftype, rid, payload in frames:
             if not self._authed:
                 if ftype == HELLO and hmac.compare_digest(payload, self._token):
                     self._authed = True
@@ -382,11 +449,11 @@ class ReplicaServerProtocol(asyncio.Protocol):
     def _start(self, rid: int, payload: bytes) -> None:
         stream = ServerStream(self, rid)
         try:
-            kind, body = pickle.loads(payload)
+            request = Request.from_wire(pickle.loads(payload))
         except Exception as exc:
             stream.error(exc)
             return
-        task = asyncio.ensure_future(self._handler(kind, body, stream))
+        task = asyncio.ensure_future(self._handler(request, stream))
         self._tasks[rid] = task
         self._streams[rid] = stream
 
