@@ -47,7 +47,6 @@ class ProxyASGIApp:
         self.routes: List[Tuple[str, str, str]] = []
         self.routers: Dict[DeploymentID, Router] = {}
         self.draining = False
-        self.num_requests = 0
         self.access_log = True
 
     def update_routes(self, routes: Dict[str, Dict[str, str]]) -> None:
@@ -164,7 +163,6 @@ class ProxyASGIApp:
 
     async def _handle_request(self, scope: Dict[str, Any], receive: Any, send: Any, request_id: str,
                               app_box: List[str]) -> None:
-        self.num_requests += 1
         rid_header = [(REQUEST_ID_HEADER, request_id)]
         match = match_route(self.routes, _route_path(scope))
         if match is None:
