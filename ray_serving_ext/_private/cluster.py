@@ -14,7 +14,7 @@ Everything Serve needs from Ray besides calling actor methods lives here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import ray
 
@@ -112,6 +112,32 @@ def local_node_ip() -> str:
 
 def current_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
+
+
+def current_actor_id() -> str:
+    return ray.get_runtime_context().get_actor_id()
+
+
+def job_is_dead(job_id_hex: str) -> bool:
+    """True if the job with this id has ended (False while it runs or is unknown)."""
+    gcs = ray._private.worker.global_worker.gcs_client
+    return any(job_id.hex() == job_id_hex and info.is_dead for job_id, info in gcs.get_all_job_info().items())
+
+
+def named_serve_actors() -> Iterator[Tuple[str, Any]]:
+    """(name, handle) of every live named actor in the `serve` namespace."""
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") != SERVE_NAMESPACE:
+            continue
+        try:
+            yield entry["name"], ray.get_actor(entry["name"], namespace=SERVE_NAMESPACE)
+        except ValueError:  # gone between the listing and the look-up
+            continue
+
+
+def exit_current_actor() -> None:
+    """End the actor this runs in for good (no restart)."""
+    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
 
 # ---------------------------------------------------------------------------- the controller

@@ -13,14 +13,15 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
-import ray
 
 from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
-from ray_serving_ext._private.cluster import NodeSnapshotSource, kill_actor
+from ray_serving_ext._private.cluster import (
+    NodeSnapshotSource, exit_current_actor, job_is_dead, kill_actor, named_serve_actors,
+)
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
-from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, SERVE_NAMESPACE
+from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S
 from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
@@ -89,17 +90,11 @@ class ServeController:
         return True
 
     def _adopt_live_replicas(self) -> None:
-        for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry.get("namespace") != SERVE_NAMESPACE:
-                continue
-            parsed = parse_replica_actor_name(entry["name"])
+        for name, actor in named_serve_actors():
+            parsed = parse_replica_actor_name(name)
             if parsed is None:
                 continue
             dep_id = DeploymentID(parsed["deployment"], parsed["app_name"])
-            try:
-                actor = ray.get_actor(entry["name"], namespace=SERVE_NAMESPACE)
-            except ValueError:
-                continue
             if not self._deployments.adopt_recovered(dep_id, parsed["suffix"], actor):
                 kill_actor(actor)  # belongs to nothing we know: an orphan
 
@@ -168,12 +163,10 @@ class ServeController:
             return
         self._last_owner_check = now
         try:
-            gcs = ray._private.worker.global_worker.gcs_client
-            for job_id, info in gcs.get_all_job_info().items():
-                if job_id.hex() == self._owner_job_id and info.is_dead:
-                    logger.info("Owner job %s exited; shutting down.", self._owner_job_id)
-                    self._begin_shutdown()
-                    asyncio.get_event_loop().create_task(self._exit_after_shutdown())
+            if job_is_dead(self._owner_job_id):
+                logger.info("Owner job %s exited; shutting down.", self._owner_job_id)
+                self._begin_shutdown()
+                asyncio.get_event_loop().create_task(self._exit_after_shutdown())
         except Exception:
             logger.debug("owner job check failed", exc_info=True)
 
@@ -283,7 +276,7 @@ class ServeController:
         """For an instance whose owner exited: drain, stop the proxies, then end this actor."""
         await self.graceful_shutdown()
         try:
-            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+            exit_current_actor()
         except Exception:
             logger.exception("Could not end the controller actor.")
 

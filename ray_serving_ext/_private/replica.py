@@ -21,10 +21,9 @@ import time
 import traceback
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
-import ray
 
 from ray_serving_ext._private import metrics, transport
-from ray_serving_ext._private.cluster import get_controller
+from ray_serving_ext._private.cluster import current_actor_id, current_node_id, get_controller, local_node_ip
 from ray_serving_ext._private.common import Request, RequestMetadata
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
@@ -96,13 +95,12 @@ class ReplicaActor:
 
     # ---- lifecycle (called by the controller) -------------------------------------------
     def _metadata(self) -> Dict[str, Any]:
-        ctx = ray.get_runtime_context()
         return {
             "replica_id": self._replica_id,
             "pid": os.getpid(),
-            "node_id": ctx.get_node_id(),
-            "node_ip": ray.util.get_node_ip_address(),
-            "actor_id": ctx.get_actor_id(),
+            "node_id": current_node_id(),
+            "node_ip": local_node_ip(),
+            "actor_id": current_actor_id(),
             "version": self._version,
             "config": self._config.model_dump(),
             "initialized": self._user is not None,
