@@ -39,6 +39,7 @@ class _BatchQueue:
         self._config = config
         self._queue: asyncio.Queue = asyncio.Queue()
         self._workers: List[asyncio.Task] = []
+        self._deferred: Optional[_Item] = None  # took it, but it did not fit the last batch
         self._loop = asyncio.get_running_loop()
 
     def put(self, item: _Item) -> None:
@@ -47,24 +48,52 @@ class _BatchQueue:
         if len(self._workers) < self._config.max_concurrent_batches:
             self._workers.append(self._loop.create_task(self._run()))
 
+    def _take(self) -> Optional[_Item]:
+        """The next waiting item without blocking (a deferred item first), or None."""
+        if self._deferred is not None:
+            item, self._deferred = self._deferred, None
+            return item
+        return None if self._queue.empty() else self._queue.get_nowait()
+
+    async def _wait_item(self, timeout: Optional[float]) -> Optional[_Item]:
+        """The next item, waiting up to `timeout` seconds (None: forever); None on timeout."""
+        item = self._take()
+        if item is not None or (timeout is not None and timeout <= 0):
+            return item
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def _size(self, batch: List[_Item]) -> int:
+        size_fn = self._config.batch_size_fn
+        if size_fn is None:
+            return len(batch)
+        return size_fn([_first_arg(item) for item in batch])
+
     async def _next_batch(self) -> List[_Item]:
-        batch = [await self._queue.get()]
+        first = await self._wait_item(None)
+        assert first is not None
+        max_size = self._config.max_batch_size
+        if self._config.batch_size_fn is not None and self._size([first]) > max_size:
+            _fail_all([first], RuntimeError(
+                "Size of item is greater than max_batch_size. Please increase the "
+                "max_batch_size or check the implementation of the batch_size_fn."))
+            return []
+        batch = [first]
         deadline = self._loop.time() + self._config.batch_wait_timeout_s
-        while len(batch) < self._config.max_batch_size:
-            remaining = deadline - self._loop.time()
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            elif remaining <= 0:
+        while self._size(batch) < max_size:
+            item = await self._wait_item(deadline - self._loop.time())
+            if item is None:
                 break
-            else:
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
+            batch.append(item)
+            if self._size(batch) > max_size:  # only with batch_size_fn: it waits for the next batch
+                self._deferred = batch.pop()
+                break
         return [item for item in batch if not item.future.done()]  # drop cancelled callers
 
     async def _run(self) -> None:
-        while not self._queue.empty():
+        while self._deferred is not None or not self._queue.empty():
             batch = await self._next_batch()
             if batch:
                 await self._call(batch)
@@ -92,6 +121,13 @@ class _BatchQueue:
                 item.future.set_result(result)
 
 
+def _first_arg(item: _Item) -> Any:
+    """The item a caller passed (what `batch_size_fn` measures)."""
+    if item.args:
+        return item.args[0]
+    return next(iter(item.kwargs.values()), None)
+
+
 def _fail_all(batch: List[_Item], exc: BaseException) -> None:
     for item in batch:
         if not item.future.done():
@@ -99,7 +135,16 @@ def _fail_all(batch: List[_Item], exc: BaseException) -> None:
 
 
 class _BatchConfig:
-    def __init__(self, max_batch_size: int, batch_wait_timeout_s: float, max_concurrent_batches: int) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        max_concurrent_batches: int,
+        batch_size_fn: Optional[Callable[[List[Any]], int]] = None,
+    ) -> None:
+        if batch_size_fn is not None and not callable(batch_size_fn):
+            raise TypeError(f"batch_size_fn must be a callable or None, got {type(batch_size_fn)}")
+        self.batch_size_fn = batch_size_fn
         self.max_batch_size = 0
         self.batch_wait_timeout_s = 0.0
         self.max_concurrent_batches = 0
@@ -122,17 +167,27 @@ class _BatchConfig:
 
 def batch(
     _func: Optional[Callable[..., Any]] = None,
-    *,
+    /,
     max_batch_size: int = 10,
     batch_wait_timeout_s: float = 0.01,
     max_concurrent_batches: int = 1,
+    batch_size_fn: Optional[Callable[[List[Any]], int]] = None,
 ) -> Any:
-    """Make an async function (or method) that takes lists be called one item at a time."""
+    """Make an async function (or method) that takes lists be called one item at a time.
+
+    A batch holds at most `max_batch_size` items or, with `batch_size_fn`, items
+    whose size (`batch_size_fn(list_of_items)`) is at most `max_batch_size`: an
+    item that would overflow the batch waits for the next one, and an item too
+    big on its own fails its caller with RuntimeError. As in Ray Serve 2.60 the
+    function must be `async def` (a TypeError otherwise).
+    """
+    options = (max_batch_size, batch_wait_timeout_s, max_concurrent_batches, batch_size_fn)
+    _BatchConfig(*options)  # bad options raise here, before any function is decorated
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         if not inspect.iscoroutinefunction(func):
-            raise TypeError("@serve.batch can only decorate async functions (`async def`) that return a list.")
-        config = _BatchConfig(max_batch_size, batch_wait_timeout_s, max_concurrent_batches)
+            raise TypeError("Functions decorated with @serve.batch must be 'async def'")
+        config = _BatchConfig(*options)
         is_method = next(iter(inspect.signature(func).parameters), None) == "self"
         queues: Dict[Any, _BatchQueue] = {}
 

@@ -88,3 +88,67 @@ def test_validation():
         serve.batch(max_batch_size=0)(Model.double.__wrapped__)
     with pytest.raises(ValueError, match="batch_wait_timeout_s"):
         serve.batch(batch_wait_timeout_s=-1)(Model.double.__wrapped__)
+
+
+class Tokens:
+    """Batches bounded by the summed length of the strings, not by their count."""
+
+    def __init__(self) -> None:
+        self.batches: List[List[str]] = []
+
+    @serve.batch(max_batch_size=6, batch_wait_timeout_s=0.05, batch_size_fn=lambda items: sum(len(s) for s in items))
+    async def upper(self, texts: List[str]) -> List[str]:
+        self.batches.append(list(texts))
+        return [t.upper() for t in texts]
+
+
+def test_batch_size_fn_bounds_the_summed_size_and_keeps_order():
+    model = Tokens()
+    texts = ["aaa", "bb", "c", "dddd", "ee", "ffffff", "g"]
+
+    async def main():
+        return await asyncio.gather(*[model.upper(t) for t in texts])
+
+    assert asyncio.run(main()) == [t.upper() for t in texts]
+    assert all(sum(len(t) for t in b) <= 6 for b in model.batches)
+    assert sum(model.batches, []) == texts  # an item that did not fit leads the next batch
+    assert model.batches == [["aaa", "bb", "c"], ["dddd", "ee"], ["ffffff"], ["g"]]
+
+
+def test_batch_size_fn_item_bigger_than_the_limit_fails_only_its_caller():
+    model = Tokens()
+
+    async def main():
+        return await asyncio.gather(model.upper("x" * 7), model.upper("ok"), return_exceptions=True)
+
+    too_big, ok = asyncio.run(main())
+    assert isinstance(too_big, RuntimeError) and "greater than max_batch_size" in str(too_big)
+    assert ok == "OK"
+    assert model.batches == [["ok"]]
+
+
+def test_batch_size_fn_must_be_callable_and_sync_functions_are_refused():
+    with pytest.raises(TypeError, match="batch_size_fn must be a callable"):
+        serve.batch(batch_size_fn=3)
+    with pytest.raises(TypeError, match="must be 'async def'"):
+        @serve.batch
+        def sync(xs):
+            return xs
+    with pytest.raises(TypeError, match="must be 'async def'"):
+        serve.batch(max_batch_size=2)(lambda xs: xs)
+
+
+def test_each_decorated_function_gets_its_own_limits():
+    deco = serve.batch(max_batch_size=3)
+
+    @deco
+    async def f(xs):
+        return xs
+
+    @deco
+    async def g(xs):
+        return xs
+
+    f.set_max_batch_size(1)
+    assert f._serve_batch_config.max_batch_size == 1
+    assert g._serve_batch_config.max_batch_size == 3
