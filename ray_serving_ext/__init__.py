@@ -6,7 +6,7 @@ Importing has no side effects: nothing starts until `serve.start()` or
 `serve.run()`.
 """
 
-from ray_serving_ext import exceptions
+from ray_serving_ext import exceptions, metrics
 from ray_serving_ext.api import (
     delete,
     get_app_handle,
@@ -40,6 +40,7 @@ __all__ = [
     "delete",
     "deployment",
     "exceptions",
+    "metrics",
     "get_app_handle",
     "get_deployment_handle",
     "get_multiplexed_model_id",

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -96,6 +96,37 @@ AUTOSCALING_LOAD = Gauge(
     "ray_serve_autoscaling_total_requests", "Queued plus ongoing requests the autoscaler averaged.",
     ["deployment", "application"], registry=CONTROLLER_REGISTRY,
 )
+
+
+# ---- user metrics (ray_serving_ext.metrics) ------------------------------------------
+_USER_METRICS: Dict[str, Any] = {}
+_USER_KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+
+
+def user_metric(kind: str, name: str, description: str, labels: Tuple[str, ...],
+                buckets: Optional[List[float]] = None) -> Any:
+    """The prometheus metric behind a user's `ray_serving_ext.metrics` object, in REGISTRY.
+
+    It is exported as `ray_<name>` (Ray exports application metrics under the
+    `ray_` prefix), so it is pushed with the process's other metrics and shows up
+    at `/-/metrics`. Creating the same name again in a process returns the same
+    metric; a different kind or different tag keys for an existing name raise
+    ValueError.
+    """
+    existing = _USER_METRICS.get(name)
+    if existing is not None:
+        if existing[0] != kind or existing[1] != labels:
+            raise ValueError(
+                f"Metric {name!r} already exists in this process as a {existing[0]} "
+                f"with tag keys {existing[1]}; it cannot be redefined."
+            )
+        return existing[2]
+    options: Dict[str, Any] = {"registry": REGISTRY}
+    if buckets is not None:
+        options["buckets"] = list(buckets)
+    metric = _USER_KINDS[kind](f"ray_{name}", description or name, list(labels), **options)
+    _USER_METRICS[name] = (kind, labels, metric)
+    return metric
 
 
 class MetricsPusher:
