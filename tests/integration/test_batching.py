@@ -38,3 +38,34 @@ def test_concurrent_requests_are_batched(serve_url):
     assert sum(sizes) == 16
     assert max(sizes) > 1, sizes
     assert all(s <= 8 for s in sizes)
+
+
+@serve.deployment(max_ongoing_requests=32)
+class TokenBudget:
+    """Batches bounded by total characters (batch_size_fn), not by the number of requests."""
+
+    def __init__(self) -> None:
+        self.batches: List[List[str]] = []
+
+    @serve.batch(max_batch_size=12, batch_wait_timeout_s=0.2, batch_size_fn=lambda items: sum(map(len, items)))
+    async def predict(self, texts: List[str]) -> List[str]:
+        self.batches.append(list(texts))
+        return [t.upper() for t in texts]
+
+    async def __call__(self, text: str) -> str:
+        return await self.predict(text)
+
+    def seen(self) -> List[List[str]]:
+        return self.batches
+
+
+def test_batch_size_fn_bounds_the_summed_size_in_a_replica(serve_url):
+    handle = serve.run(TokenBudget.bind(), name="token-budget", route_prefix=None)
+    texts = [f"t{i:03d}" for i in range(12)]  # 4 characters each: at most 3 per batch
+    responses = [handle.remote(t) for t in texts]
+    assert [r.result(timeout_s=30) for r in responses] == [t.upper() for t in texts]
+    batches = handle.seen.remote().result()
+    assert sorted(sum(batches, [])) == texts
+    assert all(sum(map(len, b)) <= 12 for b in batches), batches
+    assert max(len(b) for b in batches) > 1, batches
+    serve.delete("token-budget")
