@@ -19,7 +19,7 @@ from ray_serving_ext._private.common import STREAM, UNARY, DeploymentID, Request
 from ray_serving_ext._private.event_loop import get_router_loop, in_loop
 from ray_serving_ext._private.router import get_router_registry
 from ray_serving_ext.context import _get_request_context
-from ray_serving_ext.exceptions import RequestCancelledError
+from ray_serving_ext.exceptions import RayServeException, RequestCancelledError
 
 
 @dataclass(frozen=True)
@@ -259,4 +259,4 @@ async def _next_item(call: Any) -> Any:
         return _DONE
 
 
-__all__ = ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator"]
+__all__ = ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator", "RayServeException"]

@@ -1,4 +1,5 @@
-"""Status types returned by `serve.status()`, in Ray Serve's shape.
+"""Status types returned by `serve.status()`, in Ray Serve's shape, and (as in
+`ray.serve.schema`) the config-file schemas and the option models they use.
 
 Statuses are `str` enums, so `status.applications["app"].status == "RUNNING"` holds
 as it does with Ray Serve.
@@ -9,6 +10,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Dict, Optional
+
+# Ray Serve's `schema` module also offers the config-file schemas and the option
+# models they are built from; they are declared once, in config.py and config_file.py.
+from ray_serving_ext.config import AutoscalingConfig, LoggingConfig, ProxyLocation, RayActorOptionsSchema
+from ray_serving_ext.config_file import (
+    DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema,
+)
+
+__all__ = [
+    "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "DeploymentSchema",
+    "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
+    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
+    "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus",
+]
 
 
 class ApplicationStatus(str, Enum):
