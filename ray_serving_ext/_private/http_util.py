@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from starlette.responses import Response, StreamingResponse
@@ -85,6 +86,14 @@ def plain_response_messages(status: int, body: str, headers: Optional[List[tuple
         {"type": "http.response.start", "status": status, "headers": hdrs},
         {"type": "http.response.body", "body": raw, "more_body": False},
     ]
+
+
+def retry_after_headers(retry_after_s: Optional[float]) -> List[tuple]:
+    """A `Retry-After` header of *retry_after_s* rounded up to whole seconds
+    (never negative), or no header for None."""
+    if retry_after_s is None:
+        return []
+    return [("retry-after", str(max(0, math.ceil(retry_after_s))))]
 
 
 async def send_plain(send: Send, status: int, body: str, headers: Optional[List[tuple]] = None) -> None:
