@@ -219,9 +219,9 @@ class HTTPOptions(BaseModel):
     (Starlette middleware) and a non-zero ``num_cpus`` are accepted.
 
     ``ssl_keyfile`` and ``ssl_certfile`` (paths on the proxies' nodes) must be
-    given together; with them the proxies serve HTTPS only, the key decrypted
-    with ``ssl_keyfile_password`` if set, and with ``ssl_ca_certs`` client
-    certificates are verified against that CA file when clients send them.
+    given together; with them the proxies serve HTTPS only (uvicorn's TLS), the
+    key decrypted with ``ssl_keyfile_password`` if set and ``ssl_ca_certs``
+    loaded as the CA file, as Ray Serve passes them to uvicorn.
     """
 
     model_config = ConfigDict(

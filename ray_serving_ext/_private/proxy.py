@@ -20,7 +20,7 @@ from ray_serving_ext._private.cluster import get_controller
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.constants import REQUEST_ID_HEADER
-from ray_serving_ext._private.http_util import forwardable_scope, retry_after_headers, send_plain
+from ray_serving_ext._private.http_util import forwardable_scope, retry_after_headers, send_plain, uvicorn_ssl_kwargs
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
@@ -406,6 +406,7 @@ class ProxyActor:
             loop="none",
             timeout_keep_alive=self._http_options.keep_alive_timeout_s,
             root_path=self._http_options.root_path,
+            **uvicorn_ssl_kwargs(self._http_options),
         )
         self._server = uvicorn.Server(config)
         self._serve_task = loop.create_task(self._server.serve())
