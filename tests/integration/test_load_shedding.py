@@ -7,12 +7,10 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
 import ray_serving_ext as serve
 from ray_serving_ext.exceptions import BackPressureError
-from tests.utils import wait_for_condition
 
 
 @serve.deployment(max_ongoing_requests=2, max_queued_requests=2)
