@@ -14,7 +14,9 @@ import warnings
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
@@ -23,7 +25,7 @@ from ray_serving_ext._private.config_types import (
 from ray_serving_ext._private.constants import default_log_encoding
 
 __all__ = [
-    "AutoscalingConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
+    "AutoscalingConfig", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
     "ProxyLocation", "RayActorOptionsSchema", "deployment_option_names", "format_validation_error",
     "validate_ray_actor_options",
 ]
@@ -122,6 +124,23 @@ class AutoscalingConfig(BaseModel):
         return self.downscale_smoothing_factor or self.smoothing_factor
 
 
+class BackpressureConfig(BaseModel):
+    """The HTTP answer to a request rejected for backpressure (the deployment's
+    ``max_queued_requests`` exceeded), as in Ray Serve 2.60.
+
+    ``status_code`` is 503 (default) or 429. ``retry_after_s``, when set, adds a
+    ``Retry-After`` header with that many seconds rounded up to an integer; by
+    default (None) there is no such header. Unknown keys are rejected. Requests
+    rejected because the deployment is unavailable always get 503, and handle
+    callers get a ``BackPressureError`` carrying both values.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status_code: Literal[503, 429] = 503
+    retry_after_s: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
+
+
 def _default_log_encoding() -> Literal["TEXT", "JSON"]:
     """``$RAY_SERVE_LOG_ENCODING`` if it is ``JSON`` (as in Ray Serve), else TEXT."""
     return "JSON" if default_log_encoding() == "JSON" else "TEXT"
@@ -197,8 +216,12 @@ class HTTPOptions(BaseModel):
     (use ``proxy_location``): setting it warns, and ``"NoServer"`` means
     ``Disabled``. ``host=None`` means no proxy, so ``location`` becomes
     ``Disabled``. Unlike current Ray Serve, a non-empty ``middlewares`` list
-    (Starlette middleware) and a non-zero ``num_cpus`` are accepted; Ray Serve's
-    ``ssl_*`` options are not supported.
+    (Starlette middleware) and a non-zero ``num_cpus`` are accepted.
+
+    ``ssl_keyfile`` and ``ssl_certfile`` (paths on the proxies' nodes) must be
+    given together; with them the proxies serve HTTPS only (uvicorn's TLS), the
+    key decrypted with ``ssl_keyfile_password`` if set and ``ssl_ca_certs``
+    loaded as the CA file, as Ray Serve passes them to uvicorn.
     """
 
     model_config = ConfigDict(
@@ -214,6 +237,16 @@ class HTTPOptions(BaseModel):
     root_path: str = ""
     request_timeout_s: Optional[float] = Field(default=None, gt=0)
     keep_alive_timeout_s: int = Field(default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
+    # ssl_certfile is declared first so the pair check below, on ssl_keyfile, sees it.
+    ssl_certfile: Optional[str] = None
+    ssl_keyfile: Optional[str] = Field(default=None, validate_default=True)
+    ssl_keyfile_password: Optional[str] = None
+    ssl_ca_certs: Optional[str] = None
+
+    @field_validator("ssl_keyfile")
+    @classmethod
+    def _ssl_pair(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        return check_ssl_pair(value, info.data.get("ssl_certfile"))
 
     @field_validator("location", mode="before")
     @classmethod
@@ -232,6 +265,13 @@ class HTTPOptions(BaseModel):
         if self.host is None:
             self.__dict__["location"] = ProxyLocation.Disabled  # skip re-validation
         return self
+
+
+def check_ssl_pair(keyfile: Optional[str], certfile: Optional[str]) -> Optional[str]:
+    """Return *keyfile*; raise ``ValueError`` unless both or neither are given."""
+    if bool(keyfile) != bool(certfile):
+        raise ValueError("Both ssl_keyfile and ssl_certfile must be provided together to enable HTTPS.")
+    return keyfile
 
 
 class RayActorOptionsSchema(BaseModel):
@@ -302,6 +342,7 @@ class DeploymentConfig(BaseModel):
     num_replicas: Optional[Int] = Field(default=1, ge=0)
     max_ongoing_requests: Int = Field(default=5, gt=0)
     max_queued_requests: QueueLimit = -1
+    backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
     user_config: Annotated[Any, AfterValidator(check_json_serializable)] = None
     autoscaling_config: Optional[AutoscalingConfig] = None
     graceful_shutdown_wait_loop_s: float = Field(default=2.0, ge=0)

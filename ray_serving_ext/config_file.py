@@ -23,7 +23,7 @@ from ray_serving_ext._private.config_types import (
 )
 from ray_serving_ext.config import (
     AutoscalingConfig, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
-    format_validation_error,
+    check_ssl_pair, format_validation_error,
 )
 
 __all__ = [
@@ -47,8 +47,9 @@ class ConfigError(ValueError):
 class HTTPOptionsSchema(BaseModel):
     """The ``http_options`` block of a Serve config file.
 
-    Ray Serve ignores unknown keys here; this schema rejects them (for example the
-    unsupported ``ssl_*`` options) rather than silently dropping them.
+    Ray Serve ignores unknown keys here; this schema rejects them rather than
+    silently dropping them. The ``ssl_*`` fields are :class:`HTTPOptions`'s
+    (``ssl_keyfile`` and ``ssl_certfile`` together or not at all).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -58,6 +59,15 @@ class HTTPOptionsSchema(BaseModel):
     root_path: str = ""
     request_timeout_s: Optional[float] = Field(default=None, gt=0)
     keep_alive_timeout_s: int = Field(default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
+    ssl_certfile: Optional[str] = None  # before ssl_keyfile: its pair check reads this
+    ssl_keyfile: Optional[str] = Field(default=None, validate_default=True)
+    ssl_keyfile_password: Optional[str] = None
+    ssl_ca_certs: Optional[str] = None
+
+    @field_validator("ssl_keyfile")
+    @classmethod
+    def _ssl_pair(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        return check_ssl_pair(value, info.data.get("ssl_certfile"))
 
     def to_http_options(self) -> HTTPOptions:
         """The equivalent runtime :class:`HTTPOptions` (other fields at defaults)."""

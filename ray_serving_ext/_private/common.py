@@ -116,6 +116,10 @@ class DeploymentTargetInfo:
     max_queued_requests: int = -1
     exists: bool = True
     message: str = ""
+    # The deployment's backpressure_config: how callers answer HTTP requests
+    # past max_queued_requests (status 503 or 429, Retry-After seconds or None).
+    backpressure_status_code: int = 503
+    backpressure_retry_after_s: Optional[float] = None
 
 
 def new_request_id() -> str:

@@ -407,6 +407,8 @@ class DeploymentState:
             max_queued_requests=self.config.max_queued_requests,
             exists=not self.is_gone(),
             message=self.message,
+            backpressure_status_code=self.config.backpressure_config.status_code,
+            backpressure_retry_after_s=self.config.backpressure_config.retry_after_s,
         )
 
     def _broadcast_if_changed(self, force: bool = False) -> None:
@@ -420,6 +422,8 @@ class DeploymentState:
             info.max_ongoing_requests,
             info.max_queued_requests,
             info.exists,
+            info.backpressure_status_code,
+            info.backpressure_retry_after_s,
         )
         if force or signature != self._last_broadcast:
             self._last_broadcast = signature

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from starlette.responses import Response, StreamingResponse
@@ -85,6 +86,27 @@ def plain_response_messages(status: int, body: str, headers: Optional[List[tuple
         {"type": "http.response.start", "status": status, "headers": hdrs},
         {"type": "http.response.body", "body": raw, "more_body": False},
     ]
+
+
+def retry_after_headers(retry_after_s: Optional[float]) -> List[tuple]:
+    """A `Retry-After` header of *retry_after_s* rounded up to whole seconds
+    (never negative), or no header for None."""
+    if retry_after_s is None:
+        return []
+    return [("retry-after", str(max(0, math.ceil(retry_after_s))))]
+
+
+def uvicorn_ssl_kwargs(http_options: Any) -> Dict[str, Any]:
+    """uvicorn's TLS options for an `HTTPOptions`: empty (plain HTTP) unless both
+    `ssl_keyfile` and `ssl_certfile` are set; the password and CA file only when set."""
+    if not (http_options.ssl_keyfile and http_options.ssl_certfile):
+        return {}
+    kwargs: Dict[str, Any] = {"ssl_keyfile": http_options.ssl_keyfile, "ssl_certfile": http_options.ssl_certfile}
+    if http_options.ssl_keyfile_password:
+        kwargs["ssl_keyfile_password"] = http_options.ssl_keyfile_password
+    if http_options.ssl_ca_certs:
+        kwargs["ssl_ca_certs"] = http_options.ssl_ca_certs
+    return kwargs
 
 
 async def send_plain(send: Send, status: int, body: str, headers: Optional[List[tuple]] = None) -> None:

@@ -19,8 +19,8 @@ from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.cluster import get_controller
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
-from ray_serving_ext._private.constants import BACKPRESSURE_RETRY_AFTER_S, REQUEST_ID_HEADER
-from ray_serving_ext._private.http_util import forwardable_scope, send_plain
+from ray_serving_ext._private.constants import REQUEST_ID_HEADER
+from ray_serving_ext._private.http_util import forwardable_scope, retry_after_headers, send_plain, uvicorn_ssl_kwargs
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
@@ -209,7 +209,7 @@ class ProxyASGIApp:
         try:
             await forward
         except BackPressureError as exc:
-            await send_plain(send, 503, exc.message, rid_header + [("retry-after", str(BACKPRESSURE_RETRY_AFTER_S))])
+            await send_plain(send, exc.status_code, exc.message, rid_header + retry_after_headers(exc.retry_after_s))
         except DeploymentUnavailableError as exc:
             await send_plain(send, 503, str(exc), rid_header)
         except _ReplicaDied as exc:
@@ -406,6 +406,7 @@ class ProxyActor:
             loop="none",
             timeout_keep_alive=self._http_options.keep_alive_timeout_s,
             root_path=self._http_options.root_path,
+            **uvicorn_ssl_kwargs(self._http_options),
         )
         self._server = uvicorn.Server(config)
         self._serve_task = loop.create_task(self._server.serve())

@@ -49,6 +49,7 @@ class Router:
         self._suspect: set = set()  # replicas that failed a call since the last update
         self._max_ongoing = 5
         self._max_queued = -1
+        self._backpressure: Tuple[int, Optional[float]] = (503, None)  # status code, Retry-After seconds
         self._exists = True
         self._unavailable_reason = ""
         self._updated = asyncio.Event()
@@ -76,6 +77,7 @@ class Router:
         self._unavailable_reason = info.message
         self._max_ongoing = info.max_ongoing_requests
         self._max_queued = info.max_queued_requests
+        self._backpressure = (info.backpressure_status_code, info.backpressure_retry_after_s)
         self._replicas = {r.replica_id: r for r in info.replicas}
         self._ongoing = {rid: self._ongoing.get(rid, 0) for rid in self._replicas}
         self._suspect &= set(self._replicas)
@@ -154,7 +156,8 @@ class Router:
                 self._max_queued,
             )
             metrics.BACKPRESSURE.labels(self.deployment_id.name, self.deployment_id.app_name).inc()
-            raise BackPressureError(num_queued_requests=self.num_queued, max_queued_requests=self._max_queued)
+            status_code, retry_after_s = self._backpressure
+            raise BackPressureError(self.num_queued, self._max_queued, status_code, retry_after_s)
         self.num_queued += 1
         if not self._replicas:
             self._pusher.push_soon()  # no replica at all (scaled to zero): tell the controller now
@@ -279,7 +282,7 @@ class RayCall:
         try:
             return await self._result
         except _RAY_DEATH as exc:
-            raise transport.ReplicaUnavailableError(str(exc), started=True) from exc
+            raise transport.ReplicaUnavailableError(str(exc), started=True, replica_id=self.replica_id) from exc
         except asyncio.CancelledError:
             self.cancel()
             raise
@@ -292,7 +295,7 @@ class RayCall:
             ref = await self._result.__anext__()
             return await ref
         except _RAY_DEATH as exc:
-            raise transport.ReplicaUnavailableError(str(exc), started=True) from exc
+            raise transport.ReplicaUnavailableError(str(exc), started=True, replica_id=self.replica_id) from exc
         except asyncio.CancelledError:
             self.cancel()
             raise

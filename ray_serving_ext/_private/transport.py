@@ -129,18 +129,26 @@ class FrameReader:
         return frames
 
 
-from ray_serving_ext.exceptions import RayServeException  # noqa: E402
+from ray_serving_ext.exceptions import ReplicaUnavailableError as _PublicReplicaUnavailableError  # noqa: E402
 
 
-class ReplicaUnavailableError(RayServeException):
-    """The replica died or became unreachable; `started` says whether the request had begun."""
+class ReplicaUnavailableError(_PublicReplicaUnavailableError):
+    """The replica died or became unreachable: the public
+    `exceptions.ReplicaUnavailableError`, plus `started` (whether the request had
+    begun, so whether it may be retried elsewhere) and a message saying how it
+    was lost."""
 
-    def __init__(self, message: str, started: bool) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, started: bool, replica_id: str = "") -> None:
+        super().__init__(replica_id)
+        self._detail = message
         self.started = started
 
+    @property
+    def message(self) -> str:
+        return self._detail
+
     def __reduce__(self):
-        return (ReplicaUnavailableError, (str(self), self.started))
+        return (type(self), (self._detail, self.started, self.replica_id))
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,6 +325,7 @@ class ReplicaConnection(asyncio.Protocol):
                     f"Lost the connection to replica {self.replica_id}"
                     + (" after the request started" if call.started else " before the request started"),
                     started=call.started,
+                    replica_id=self.replica_id,
                 )
             )
         self.calls.clear()
@@ -332,7 +341,9 @@ class ReplicaConnection(asyncio.Protocol):
         when the connection is closed; no call is left registered either way.
         """
         if self.closed:
-            raise ReplicaUnavailableError(f"The connection to replica {self.replica_id} is closed.", started=False)
+            raise ReplicaUnavailableError(
+                f"The connection to replica {self.replica_id} is closed.", started=False, replica_id=self.replica_id
+            )
         payload = dumps(request.to_wire())
         rid = next(self._ids)
         call = TransportCall(self, rid, request.kind != UNARY, self.replica_id)

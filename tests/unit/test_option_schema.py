@@ -37,6 +37,7 @@ SAMPLES = {
     "num_replicas": 3,
     "max_ongoing_requests": 9,
     "max_queued_requests": 4,
+    "backpressure_config": {"status_code": 429, "retry_after_s": 2.0},
     "user_config": {"k": 1},
     "autoscaling_config": {"min_replicas": 0, "max_replicas": 2},
     "graceful_shutdown_wait_loop_s": 1.0,
