@@ -197,7 +197,8 @@ def run(
         where = ""
         if route_prefix is not None:
             http = client.get_http_config()
-            where = f" at http://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
+            scheme = "https" if http.get("ssl_keyfile") and http.get("ssl_certfile") else "http"
+            where = f" at {scheme}://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
         print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
         _block_until_interrupted()
     return handle

@@ -13,13 +13,15 @@ from typing import Any, Dict, Optional
 
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.
-from ray_serving_ext.config import AutoscalingConfig, LoggingConfig, ProxyLocation, RayActorOptionsSchema
+from ray_serving_ext.config import (
+    AutoscalingConfig, BackpressureConfig, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
+)
 from ray_serving_ext.config_file import (
     DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema,
 )
 
 __all__ = [
-    "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "DeploymentSchema",
+    "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "BackpressureConfig", "DeploymentSchema",
     "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
     "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
     "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus",

@@ -62,9 +62,6 @@ PROXY_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"
 # Default resources of a replica when ray_actor_options does not say (as Ray Serve).
 DEFAULT_REPLICA_NUM_CPUS = 1.0
 
-# Seconds clients are told to wait after a 503 for backpressure.
-BACKPRESSURE_RETRY_AFTER_S = 1
-
 # Where the controller keeps its goal state inside the cluster (GCS key-value store).
 KV_NAMESPACE = b"ray_serving_ext"
 CHECKPOINT_KEY = "serve-controller-checkpoint"

@@ -42,11 +42,11 @@ _NOT_YET_NAMES = {
     "ray.serve": ["ControllerOptions", "TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
                   "get_trace_context", "shutdown_async", "run_many", "RunTarget"],
     "ray.serve.config": ["ActorClass", "ReplicaID", "AutoscalingContext", "RequestRouterConfig",
-                         "AggregationFunction", "AutoscalingPolicy", "BackpressureConfig", "gRPCOptions",
+                         "AggregationFunction", "AutoscalingPolicy", "gRPCOptions",
                          "ControllerOptions", "GangPlacementStrategy", "GangRuntimeFailurePolicy",
                          "DeploymentActorConfig", "GangSchedulingConfig"],
     "ray.serve.schema": [
-        "AutoscalingPolicy", "BackpressureConfig", "ControllerOptions", "DeploymentActorConfig",
+        "AutoscalingPolicy", "ControllerOptions", "DeploymentActorConfig",
         "GangSchedulingConfig", "RequestRouterConfig", "EncodingType",
         "TracingConfig", "gRPCOptionsSchema",
         "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth",
@@ -54,7 +54,6 @@ _NOT_YET_NAMES = {
         "DeploymentNode", "DeploymentTopology", "ApplicationDetails", "ProxyDetails", "Target", "TargetGroup",
         "DurationStats", "ControllerHealthMetrics", "ServeInstanceDetails", "CeleryAdapterConfig",
         "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ScaleDeploymentRequest", "ReplicaRank"],
-    "ray.serve.exceptions": ["TaskCancelledError", "gRPCStatusError", "ReplicaUnavailableError"],
     "ray.serve.handle": ["ObjectRefGenerator", "DeploymentBroadcastResponse"],
     "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
                                  "RequestRouter", "RunningReplica"],
@@ -64,7 +63,7 @@ _NOT_YET_NAMES = {
                                      "PrometheusQueryMixin"],
 }
 _NOT_YET_PARAMS = {
-    "serve.deployment": ["backpressure_config", "deployment_actors", "gang_scheduling_config",
+    "serve.deployment": ["deployment_actors", "gang_scheduling_config",
                          "max_constructor_retry_count", "max_surge_percent",
                          "placement_group_bundle_label_selector", "request_router_config",
                          "rolling_update_percentage"],
@@ -72,13 +71,11 @@ _NOT_YET_PARAMS = {
     "serve.start": ["controller_options", "tracing_config"],
     "DeploymentHandle.options": ["_by_reference", "request_serialization", "response_serialization",
                                  "session_id"],
-    "HTTPOptions": ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_keyfile_password"],
     "ServeDeploySchema": ["controller_options", "tracing_config"],
     "ServeApplicationSchema": ["autoscaling_policy"],
-    "DeploymentSchema": ["backpressure_config", "deployment_actors", "gang_scheduling_config",
+    "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
                          "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
                          "rolling_update_percentage"],
-    "HTTPOptionsSchema": ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_keyfile_password"],
 }
 # serve.run_many does not exist yet: its parameters are checked once it does.
 NOT_YET: Dict[str, str] = {
