@@ -7,13 +7,12 @@
 5. `serve.status()` and handle look-ups from inside a replica, in sync and async methods.
 """
 
-from __future__ import annotations
-
 import asyncio
 
 import requests
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 import ray_serving_ext as serve
 
@@ -165,9 +164,40 @@ class RootParams:
         return {"method": "POST", "name": name, "body": (await request.body()).decode()}
 
 
+standalone_app = FastAPI()
+
+
+class Item(BaseModel):
+    value: int
+
+
+@standalone_app.get("/{name}")
+def standalone_get(name: str) -> dict:
+    return {"method": "GET", "name": name}
+
+
+@standalone_app.post("/{name}")
+def standalone_post(name: str, item: Item) -> dict:
+    return {"method": "POST", "name": name, "body": str(item.value)}
+
+
+Standalone = serve.deployment(serve.ingress(standalone_app)())
+
+
 def test_root_path_parameters(serve_url):
     serve.run(RootParams.bind(), name="root", route_prefix="/")
     serve.run(RootParams.bind(), name="prefixed", route_prefix="/prefix")
+    serve.run(Standalone.bind(), name="standalone", route_prefix="/standalone")
+    r = requests.post(f"{serve_url}/standalone/carol", json={"value": 7}, timeout=30)
+    assert (r.status_code, r.json()) == (200, {"method": "POST", "name": "carol", "body": "7"}), r.text
+    r = requests.get(f"{serve_url}/standalone/dave", timeout=30)
+    assert (r.status_code, r.json()) == (200, {"method": "GET", "name": "dave"}), r.text
+    serve.delete("root")
+    serve.run(Standalone.bind(), name="standalone-root", route_prefix="/")
+    r = requests.post(f"{serve_url}/erin", json={"value": 1}, timeout=30)
+    assert (r.status_code, r.json()) == (200, {"method": "POST", "name": "erin", "body": "1"}), r.text
+    serve.delete("standalone-root")
+    serve.run(RootParams.bind(), name="root", route_prefix="/")
     for base in (serve_url, f"{serve_url}/prefix"):
         r = requests.get(f"{base}/alice", timeout=30)
         assert (r.status_code, r.json()) == (200, {"method": "GET", "name": "alice"}), (base, r.text)
@@ -186,6 +216,10 @@ class Echo:
 class Monitor:
     def __init__(self, echo) -> None:
         self.echo = echo
+        self.apps_at_start = sorted(serve.status().applications)
+
+    def sync_call(self) -> str:
+        return serve.get_deployment_handle("Echo", app_name="monitored").remote("s").result(timeout_s=30)
 
     def sync_status(self) -> dict:
         status = serve.status()
@@ -208,7 +242,58 @@ def test_status_and_handles_inside_replica(serve_url):
     sync = handle.sync_status.remote().result(timeout_s=60)
     assert sync == {"apps": ["monitored"], "app": "DeploymentHandle", "dep": "DeploymentHandle"}
     asynchronous = handle.async_status.remote().result(timeout_s=60)
+    assert handle.sync_call.remote().result(timeout_s=60) == "echo:s"
     assert asynchronous == {"apps": ["monitored"], "echo": "echo:a", "status": "RUNNING"}
     r = requests.get(f"{serve_url}/monitored", timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["async"]["echo"] == "echo:a"
+
+
+# ---- the docs' own examples ---------------------------------------------------------------
+docs_app = FastAPI()
+
+
+@serve.deployment
+@serve.ingress(docs_app)
+class DocsFastAPIDeployment:
+    @docs_app.get("/")
+    def root(self):
+        return "Hello, world!"
+
+    @docs_app.post("/{subpath}")
+    def root(self, subpath: str):  # noqa: F811 - the docs reuse the name
+        return f"Hello from {subpath}!"
+
+
+@serve.deployment
+class SubDeployment:
+    def __call__(self):
+        return "Hello world!"
+
+
+def build_docs_asgi_app():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    def get_sub_deployment_handle():
+        return serve.get_deployment_handle(SubDeployment.name, app_name="my_app")
+
+    @app.get("/hi")
+    async def say_hi(handle=Depends(get_sub_deployment_handle)):  # the docs' `handle: Depends(...)` fails in FastAPI 0.165 itself
+        return await handle.remote()
+
+    return app
+
+
+def test_docs_examples(serve_url):
+    serve.run(DocsFastAPIDeployment.bind(), name="docs", route_prefix="/")
+    r = requests.get(f"{serve_url}/", timeout=30)
+    assert (r.status_code, r.json()) == (200, "Hello, world!")
+    r = requests.post(f"{serve_url}/hello", timeout=30)
+    assert (r.status_code, r.json()) == (200, "Hello from hello!"), r.text
+    serve.delete("docs")
+    deployment = serve.deployment(serve.ingress(build_docs_asgi_app)())
+    serve.run(deployment.bind(SubDeployment.bind()), name="my_app", route_prefix="/")
+    r = requests.get(f"{serve_url}/hi", timeout=30)
+    assert (r.status_code, r.json()) == (200, "Hello world!"), r.text
