@@ -7,6 +7,7 @@ through `_private/client.py`. The same names, arguments and defaults as
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -275,19 +276,36 @@ def get_deployment_handle(deployment_name: str, app_name: Optional[str] = None) 
     return DeploymentHandle(deployment_name, app_name)
 
 
-def ingress(app: Any) -> Callable[[type], type]:
+def ingress(app: Any = None) -> Callable[..., type]:
     """Serve a FastAPI (or any ASGI) app from a deployment class.
 
-    Routes declared on the class's methods get `self`, the replica's instance.
+    `app` is the app itself, or a function (a builder) that returns it: the
+    builder runs on each replica after the user constructor, as in Ray Serve.
+    With no app, the class must define `__serve_build_asgi_app__(self)`, which
+    returns the app (it may be async). Routes declared on the class's methods
+    get `self`, the replica's instance. `serve.ingress(app)()` (no class)
+    gives a deployment class that serves the app alone.
     """
-    if not callable(app):
-        raise TypeError("serve.ingress expects an ASGI app, such as a FastAPI() instance.")
+    if app is not None and not callable(app):
+        raise TypeError("serve.ingress expects an ASGI app, such as a FastAPI() instance, or a function returning one.")
 
-    def decorator(cls: type) -> type:
+    def decorator(cls: Optional[type] = None) -> type:
+        if cls is None:
+            cls = _plain_ingress_class()
         if not isinstance(cls, type):
             raise TypeError("@serve.ingress must decorate a class.")
         if hasattr(cls, "__call__") and "__call__" in cls.__dict__:
             raise ValueError("A class with @serve.ingress cannot define __call__; the ASGI app handles HTTP.")
+        if app is None:
+            if not hasattr(cls, "__serve_build_asgi_app__"):
+                raise ValueError(
+                    "serve.ingress() called without an app argument requires "
+                    f"{cls.__name__} to define `__serve_build_asgi_app__`."
+                )
+            return cls
+        if inspect.isfunction(app):
+            cls._serve_asgi_app_builder = staticmethod(app)
+            return cls
         from ray_serving_ext._private.ingress import bind_class_routes
 
         bind_class_routes(app, cls)
@@ -295,3 +313,14 @@ def ingress(app: Any) -> Callable[[type], type]:
         return cls
 
     return decorator
+
+
+def _plain_ingress_class() -> type:
+    """The class `serve.ingress(app)()` wraps: it keeps its arguments, nothing more."""
+
+    class ASGIIngressDeployment:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.args = args
+            self.kwargs = kwargs
+
+    return ASGIIngressDeployment

@@ -118,7 +118,9 @@ class ReplicaActor:
         return self._metadata()
 
     async def _initialize(self) -> None:
-        user = UserCallable(self._serialized_def, self._serialized_init_args, self._config.max_ongoing_requests)
+        # Unpickling code and arguments (which may be large) runs off the loop; the constructor then runs on it.
+        user = await asyncio.get_running_loop().run_in_executor(
+            None, UserCallable, self._serialized_def, self._serialized_init_args, self._config.max_ongoing_requests)
         await user.initialize(self._config.user_config)
         self._user = user
         self._context.servable_object = user.instance
@@ -366,7 +368,8 @@ class ReplicaActor:
             else:
                 from starlette.requests import Request
 
-                result = await user.call(meta.call_method, (Request(scope, receive),), {})
+                args = (Request(scope, receive),) if user.takes_request(meta.call_method) else ()
+                result = await user.call(meta.call_method, args, {})
                 response = to_response(result)
                 if _is_plain(response):  # the whole body is in hand: no ASGI round of sends
                     outcome.status = response.status_code

@@ -1,8 +1,8 @@
 """Runs the user's deployment code inside a replica: constructor, methods, hooks.
 
-Async user code runs on the replica's event loop; sync code runs in a thread
-pool so a slow or blocking method never stalls health checks or other
-requests. The request context (request id) follows the call into threads.
+Async user code runs on the replica's event loop; sync methods run in a
+thread pool so a slow or blocking method never stalls health checks or other
+requests. The constructor runs on the loop, as in Ray Serve. The request context (request id) follows the call into threads.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class UserCallable:
         self._control_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="serve-control")
         self._lifespan: Any = None
         self._destroyed = False
+        self._takes_request: Dict[str, bool] = {}
 
     async def _run_sync(self, fn: Callable, *args: Any, control: bool = False, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -59,18 +60,54 @@ class UserCallable:
         return result
 
     async def initialize(self, user_config: Any) -> None:
-        """Run the constructor (for classes) and the first reconfigure()."""
+        """Run the constructor (for classes) and the first reconfigure().
+
+        As in Ray Serve, the constructor, sync or async, runs on the serving
+        loop (the caller's running loop): `asyncio.get_running_loop()`,
+        `asyncio.Event()` and `asyncio.create_task` work in `__init__`, and
+        tasks it starts keep running on the loop that serves requests. Only
+        the constructor itself holds the loop (deserialising the code and
+        arguments happened before, off the loop). An ingress app given as a
+        builder function (or `__serve_build_asgi_app__`) is built right after.
+        """
         if not self.is_function:
             cls = self._def
             if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
                 self.instance = cls.__new__(cls)
                 await cls.__init__(self.instance, *self._init_args, **self._init_kwargs)
             else:
-                self.instance = await self._run_sync(cls, *self._init_args, control=True, **self._init_kwargs)
+                self.instance = cls(*self._init_args, **self._init_kwargs)
+            await self._build_asgi_app()
             if self.asgi_app is not None:
                 await self._start_lifespan()
         if user_config is not None:
             await self.reconfigure(user_config)
+
+    async def _build_asgi_app(self) -> None:
+        """Build the ingress app when the class was given a builder instead of an app."""
+        if self.asgi_app is not None:
+            return
+        builder = getattr(self._def, "_serve_asgi_app_builder", None)
+        if builder is not None:
+            app = builder()
+        elif hasattr(self.instance, "__serve_build_asgi_app__"):
+            app = self.instance.__serve_build_asgi_app__()
+        else:
+            return
+        if inspect.isawaitable(app):
+            app = await app
+        self.asgi_app = app
+
+    def takes_request(self, method: str) -> bool:
+        """Whether an HTTP call to `method` passes the request (Ray Serve: only if it has parameters)."""
+        taken = self._takes_request.get(method)
+        if taken is None:
+            try:
+                taken = len(inspect.signature(self.get_method(method)).parameters) > 0
+            except (TypeError, ValueError):  # no signature to read: pass the request, as before
+                taken = True
+            self._takes_request[method] = taken
+        return taken
 
     async def _start_lifespan(self) -> None:
         router = getattr(self.asgi_app, "router", None)
