@@ -9,13 +9,15 @@ file schema (``ServeDeploySchema`` and friends) is in ``config_file.py``.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator,
+    model_validator,
 )
 
 from ray_serving_ext._private.config_types import (
@@ -25,7 +27,7 @@ from ray_serving_ext._private.config_types import (
 from ray_serving_ext._private.constants import default_log_encoding
 
 __all__ = [
-    "AutoscalingConfig", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
+    "AggregationFunction", "AutoscalingConfig", "AutoscalingContext", "AutoscalingPolicy", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
     "ProxyLocation", "RayActorOptionsSchema", "deployment_option_names", "format_validation_error",
     "validate_ray_actor_options",
 ]
@@ -47,13 +49,156 @@ class ProxyLocation(str, Enum):
     EveryNode = "EveryNode"
 
 
+DEFAULT_AUTOSCALING_POLICY_NAME = "ray_serving_ext.autoscaling_policy:default_autoscaling_policy"
+# Ray Serve's own name for its default policy: a config written for Ray Serve means ours.
+_RAY_SERVE_DEFAULT_POLICY_NAMES = frozenset({
+    "ray.serve.autoscaling_policy:default_autoscaling_policy",
+    "ray.serve.autoscaling_policy.default_autoscaling_policy",
+    "ray.serve.autoscaling_policy:replica_queue_length_autoscaling_policy",
+    "ray.serve.autoscaling_policy.replica_queue_length_autoscaling_policy",
+})
+
+
+class AggregationFunction(str, Enum):
+    """How each replica's metric samples within ``look_back_period_s`` are reduced."""
+
+    MEAN = "mean"
+    MAX = "max"
+    MIN = "min"
+
+
+def policy_import_path(fn: Any) -> str:
+    """``module.name`` of a function or class (how Ray Serve names a callable policy)."""
+    return f"{fn.__module__}.{getattr(fn, '__qualname__', fn.__name__)}"
+
+
+class AutoscalingPolicy(BaseModel):
+    """The policy that turns an :class:`AutoscalingContext` into a replica count.
+
+    ``policy_function`` is an import path (``"pkg.module:func"`` or
+    ``"pkg.module.func"``), a function, or a class (instantiated once with
+    ``policy_kwargs``, then called with the context each decision). Either way
+    it is called as ``policy(ctx) -> (num_replicas, policy_state)``; Serve then
+    applies the up/down-scaling factors, delays and min/max bounds to the
+    decision, as Ray Serve does. A callable travels to the controller by pickle
+    and is dumped as its import path in JSON mode. ``policy_kwargs`` must be
+    JSON-serializable. Equality compares the public fields only.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    policy_function: Union[str, Any] = Field(default=DEFAULT_AUTOSCALING_POLICY_NAME)
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("policy_function")
+    @classmethod
+    def _callable_or_path(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v in _RAY_SERVE_DEFAULT_POLICY_NAMES:
+                return DEFAULT_AUTOSCALING_POLICY_NAME
+            if not v.strip() or ("." not in v and ":" not in v):
+                raise ValueError(f"policy_function must be an import path like 'module:function', got {v!r}")
+            return v
+        if not callable(v):
+            raise ValueError(f"policy_function must be a callable or an import path, got {type(v).__name__}")
+        return v
+
+    @field_validator("policy_kwargs")
+    @classmethod
+    def _kwargs_json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"policy_kwargs is not JSON-serializable: {e}.") from None
+        return v
+
+    @field_serializer("policy_function", when_used="json")
+    def _path_in_json(self, v: Any) -> str:
+        return v if isinstance(v, str) else policy_import_path(v)
+
+    def is_default_policy_function(self) -> bool:
+        """Whether this is Serve's built-in request-based policy."""
+        return self.policy_function == DEFAULT_AUTOSCALING_POLICY_NAME
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AutoscalingPolicy):
+            return False
+        return (self.policy_function, self.policy_kwargs) == (other.policy_function, other.policy_kwargs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class AutoscalingContext:
+    """What a policy sees at each decision (Ray Serve 2.60's fields).
+
+    ``total_num_requests`` (queued plus running, averaged over
+    ``look_back_period_s`` per source and summed), ``total_queued_requests``,
+    ``aggregated_metrics`` (custom metric name -> replica id -> the replica's
+    samples in the window reduced by ``aggregation_function``) and
+    ``raw_metrics`` (name -> replica id -> list of ``TimeStampedValue``) may be
+    given as callables: they are evaluated on first access and cached.
+    ``total_running_requests`` is total minus queued, never below 0.
+    """
+
+    def __init__(self, deployment_id: Any, deployment_name: str, app_name: Optional[str],
+                 current_num_replicas: int, target_num_replicas: int, running_replicas: list,
+                 total_num_requests: Any, total_queued_requests: Any, aggregated_metrics: Any,
+                 raw_metrics: Any, capacity_adjusted_min_replicas: int, capacity_adjusted_max_replicas: int,
+                 policy_state: dict[str, Any], last_scale_up_time: Optional[float],
+                 last_scale_down_time: Optional[float], current_time: Optional[float],
+                 config: Optional[Any]) -> None:
+        self.deployment_id = deployment_id
+        self.deployment_name = deployment_name
+        self.app_name = app_name
+        self.current_num_replicas = current_num_replicas
+        self.target_num_replicas = target_num_replicas
+        self.running_replicas = running_replicas
+        self._lazy = {"total_num_requests": total_num_requests, "total_queued_requests": total_queued_requests,
+                      "aggregated_metrics": aggregated_metrics, "raw_metrics": raw_metrics}
+        self.capacity_adjusted_min_replicas = capacity_adjusted_min_replicas
+        self.capacity_adjusted_max_replicas = capacity_adjusted_max_replicas
+        self.policy_state = policy_state
+        self.last_scale_up_time = last_scale_up_time
+        self.last_scale_down_time = last_scale_down_time
+        self.current_time = current_time
+        self.config = config
+
+    def _get(self, name: str) -> Any:
+        value = self._lazy[name]
+        if callable(value):
+            value = self._lazy[name] = value()
+        return value
+
+    @property
+    def total_num_requests(self) -> float:
+        return self._get("total_num_requests")
+
+    @property
+    def total_queued_requests(self) -> float:
+        return self._get("total_queued_requests")
+
+    @property
+    def aggregated_metrics(self) -> Optional[dict]:
+        return self._get("aggregated_metrics")
+
+    @property
+    def raw_metrics(self) -> Optional[dict]:
+        return self._get("raw_metrics")
+
+    @property
+    def total_running_requests(self) -> float:
+        return max(0.0, (self.total_num_requests or 0.0) - (self.total_queued_requests or 0.0))
+
+
 class AutoscalingConfig(BaseModel):
-    """Autoscaling settings of one deployment (Ray Serve's fields and defaults).
+    """Autoscaling settings of one deployment (Ray Serve 2.60's fields and defaults).
 
     Guarantees ``min_replicas <= max_replicas`` and, when ``initial_replicas`` is
-    set, ``min_replicas <= initial_replicas <= max_replicas``. Ray Serve's newer
-    ``downscale_to_zero_delay_s``, ``aggregation_function`` and ``policy`` are not
-    supported and are rejected as unknown fields.
+    set, ``min_replicas <= initial_replicas <= max_replicas``. ``policy`` is the
+    deployment's :class:`AutoscalingPolicy` (default: the request-based one);
+    ``downscale_to_zero_delay_s`` (None: ``downscale_delay_s``) is the delay of
+    the 1 -> 0 step; ``aggregation_function`` reduces custom metrics over the
+    window. Unknown fields are rejected.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -70,7 +215,15 @@ class AutoscalingConfig(BaseModel):
     upscaling_factor: Optional[float] = Field(default=None, gt=0)
     downscaling_factor: Optional[float] = Field(default=None, gt=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
+    downscale_to_zero_delay_s: Optional[float] = Field(default=None, ge=0)
     upscale_delay_s: float = Field(default=30.0, ge=0)
+    aggregation_function: AggregationFunction = AggregationFunction.MEAN
+    policy: AutoscalingPolicy = Field(default_factory=AutoscalingPolicy)
+
+    @field_validator("aggregation_function", mode="before")
+    @classmethod
+    def _aggregation_lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) and not isinstance(v, AggregationFunction) else v
 
     @model_validator(mode="after")
     def _replica_bounds_consistent(self) -> AutoscalingConfig:

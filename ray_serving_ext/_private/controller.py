@@ -258,6 +258,13 @@ class ServeController:
             if state is not None:
                 state.record_load(source, value)
 
+    async def record_autoscaling_stats(self, app_name: str, deployment: str, replica_id: str,
+                                       stats: Dict[str, float], timestamp: float) -> None:
+        """A replica's custom autoscaling metrics (its `record_autoscaling_stats()` result)."""
+        state = self._deployments.get(DeploymentID(deployment, app_name))
+        if state is not None:
+            state.record_custom_metrics(replica_id, stats, timestamp)
+
     async def record_multiplexed_models(self, app_name: str, deployment: str, replica_id: str,
                                         model_ids: List[str]) -> None:
         state = self._deployments.get(DeploymentID(deployment, app_name))

@@ -133,7 +133,7 @@ class DeploymentState:
             self.autoscaling = None
             return self._scaled(int(config.num_replicas or 0))
         if self.autoscaling is None:  # a redeploy keeps the current scale and load history
-            self.autoscaling = AutoscalingState(auto, config.initial_num_replicas())
+            self.autoscaling = AutoscalingState(auto, config.initial_num_replicas(), self.id)
         else:
             self.autoscaling.update_config(auto)
         return self.autoscaling.target
@@ -142,16 +142,20 @@ class DeploymentState:
         if self.autoscaling is not None:
             self.autoscaling.window.record(source, value)
 
+    def record_custom_metrics(self, replica_id: str, stats: Dict[str, float], timestamp: float) -> None:
+        """A replica's `record_autoscaling_stats()` result, for the policy's context."""
+        if self.autoscaling is not None and replica_id in self.replicas:
+            self.autoscaling.custom.record(replica_id, stats, timestamp)
+
     def autoscale(self) -> None:
-        """One autoscaling decision (no-op without autoscaling_config)."""
+        """One autoscaling decision (no-op without autoscaling_config): the policy sees the
+        running replicas and the bounds at the current target_capacity."""
         if self.autoscaling is None or self.deleting or self.spec is None:
             return
-        decided = self.autoscaling.decide()
-        if self.capacity is not None:  # target_capacity scales the autoscaling bounds
-            auto = self.autoscaling.config
-            low, high = self._scaled(auto.min_replicas), self._scaled(auto.max_replicas)
-            decided = max(low, min(high, decided))
-        self.target_num_replicas = decided
+        auto = self.autoscaling.config
+        bounds = (self._scaled(auto.min_replicas), self._scaled(auto.max_replicas))
+        running = [r.replica_id for r in self._records(ReplicaState.RUNNING)]
+        self.target_num_replicas = self.autoscaling.decide(running=running, bounds=bounds)
 
     def delete(self) -> None:
         self.deleting = True

@@ -132,6 +132,7 @@ class ReplicaActor:
         limiter = self._get_limiter()
         pusher.add_flusher(lambda: ongoing.set(limiter.running + limiter.waiting))
         pusher.add_flusher(flush_logs)
+        self._stats_task = _start_autoscaling_stats(self)
         logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
 
     def _models_changed(self, model_ids: List[str]) -> None:
@@ -391,6 +392,53 @@ class ReplicaActor:
             receive.disconnect()
             if pending:
                 emit(pending[:])
+
+
+# Ray Serve's bound on one `record_autoscaling_stats()` call.
+RECORD_AUTOSCALING_STATS_TIMEOUT_S = float(os.environ.get("RAY_SERVE_RECORD_AUTOSCALING_STATS_TIMEOUT_S", "10.0"))
+
+
+def _start_autoscaling_stats(replica: ReplicaActor) -> Optional[asyncio.Task]:
+    """Start reporting the user's `record_autoscaling_stats()` (sync or async) every
+    `metrics_interval_s`, if the deployment autoscales and its class defines it."""
+    fn = getattr(replica._user.instance if replica._user else None, "record_autoscaling_stats", None)
+    if replica._config.autoscaling_config is None or not callable(fn):
+        return None
+    return asyncio.get_running_loop().create_task(_report_autoscaling_stats(replica, fn))
+
+
+def _valid_stats(result: Any) -> bool:
+    return isinstance(result, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in result.items())
+
+
+async def _report_autoscaling_stats(replica: ReplicaActor, fn: Callable[[], Any]) -> None:
+    """The loop: call (bounded by RECORD_AUTOSCALING_STATS_TIMEOUT_S), check the result is
+    a dict of metric name -> number (else log and stop: as Ray Serve, a wrong type
+    disables custom metrics), send it to the controller; errors and timeouts are logged
+    and retried at the next interval. Ends when the replica shuts down."""
+    user = replica._user
+    while not replica._shutting_down and user is not None:
+        auto = replica._config.autoscaling_config
+        await asyncio.sleep(auto.metrics_interval_s if auto is not None else 10.0)
+        try:
+            result = await asyncio.wait_for(user.call_maybe_async(fn, control=True),
+                                            RECORD_AUTOSCALING_STATS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.error("Replica autoscaling stats timed out after %ss.", RECORD_AUTOSCALING_STATS_TIMEOUT_S)
+            continue
+        except Exception as exc:
+            logger.error("Replica autoscaling stats failed. %s", exc)
+            continue
+        if not _valid_stats(result):
+            logger.error("record_autoscaling_stats returned %r, expected Dict[str, Union[int, float]]. "
+                         "Disabling autoscaling stats.", type(result).__name__)
+            return
+        try:
+            get_controller().record_autoscaling_stats.remote(
+                replica._app_name, replica._deployment_name, replica._replica_id, dict(result), time.time())
+        except Exception:
+            logger.debug("Could not send autoscaling stats to the controller.", exc_info=True)
 
 
 def _noop() -> None:

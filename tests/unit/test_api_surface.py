@@ -41,8 +41,7 @@ _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
     "ray.serve": ["ControllerOptions", "TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
                   "get_trace_context", "shutdown_async", "run_many", "RunTarget"],
-    "ray.serve.config": ["ActorClass", "ReplicaID", "AutoscalingContext", "RequestRouterConfig",
-                         "AggregationFunction", "AutoscalingPolicy", "gRPCOptions",
+    "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions",
                          "ControllerOptions", "GangPlacementStrategy", "GangRuntimeFailurePolicy",
                          "DeploymentActorConfig", "GangSchedulingConfig"],
     "ray.serve.schema": [
@@ -57,9 +56,7 @@ _NOT_YET_NAMES = {
     "ray.serve.handle": ["ObjectRefGenerator", "DeploymentBroadcastResponse"],
     "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
                                  "RequestRouter", "RunningReplica"],
-    "ray.serve.autoscaling_policy": ["AutoscalingConfig", "AutoscalingContext",
-                                     "replica_queue_length_autoscaling_policy", "default_autoscaling_policy",
-                                     "PrometheusScalar", "PrometheusSample", "PrometheusVector",
+    "ray.serve.autoscaling_policy": ["PrometheusScalar", "PrometheusSample", "PrometheusVector",
                                      "PrometheusQueryMixin"],
 }
 _NOT_YET_PARAMS = {
