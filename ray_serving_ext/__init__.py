@@ -8,17 +8,20 @@ Importing has no side effects: nothing starts until `serve.start()` or
 
 from ray_serving_ext import exceptions, metrics
 from ray_serving_ext.api import (
+    RunTarget,
     delete,
     get_app_handle,
     get_deployment_handle,
     ingress,
     run,
+    run_many,
     shutdown,
+    shutdown_async,
     start,
     status,
 )
 from ray_serving_ext.batching import batch
-from ray_serving_ext.config import AutoscalingConfig, HTTPOptions, ProxyLocation
+from ray_serving_ext.config import AutoscalingConfig, ControllerOptions, HTTPOptions, ProxyLocation
 from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, get_replica_context
 from ray_serving_ext.deployment import Application, Deployment, deployment
 from ray_serving_ext.multiplex import multiplexed
@@ -30,6 +33,7 @@ __all__ = [
     "Application",
     "batch",
     "AutoscalingConfig",
+    "ControllerOptions",
     "Deployment",
     "DeploymentHandle",
     "DeploymentResponse",
@@ -37,6 +41,7 @@ __all__ = [
     "HTTPOptions",
     "ProxyLocation",
     "ReplicaContext",
+    "RunTarget",
     "delete",
     "deployment",
     "exceptions",
@@ -48,7 +53,9 @@ __all__ = [
     "ingress",
     "multiplexed",
     "run",
+    "run_many",
     "shutdown",
+    "shutdown_async",
     "start",
     "status",
 ]

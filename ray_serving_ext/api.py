@@ -1,4 +1,4 @@
-"""The public API: start, run, delete, shutdown, status, handles, ingress.
+"""The public API: start, run, run_many, delete, shutdown, status, handles, ingress.
 
 Thin by design: each call validates its input, then asks the controller
 through `_private/client.py`. The same names, arguments and defaults as
@@ -11,7 +11,8 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import ray
 
@@ -20,7 +21,7 @@ from ray_serving_ext._private.client import ServeControllerClient, create_contro
 from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.router import get_router_registry
-from ray_serving_ext.config import HTTPOptions, ProxyLocation
+from ray_serving_ext.config import ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation
 from ray_serving_ext.config_file import validate_route_prefix
 from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
@@ -104,6 +105,7 @@ def start(
     logging_config: Any = None,
     detached: bool = False,
     checkpoint_path: Optional[str] = None,
+    controller_options: Union[None, Dict[str, Any], ControllerOptions] = None,
     **kwargs: Any,
 ) -> None:
     """Start Serve on the Ray cluster, or connect to the instance already running.
@@ -114,8 +116,11 @@ def start(
     With `checkpoint_path` (file://, s3://, gs:// or custom://module.Class/path)
     the goal state is saved there on every change, and an instance started on
     a new cluster with the same path restores every application from it.
+    `controller_options` (a `ControllerOptions` or its dict) apply only when
+    this call creates the controller, as in Ray Serve.
     """
     global _client
+    ctrl_options = _controller_options_model(controller_options)
     _ensure_ray()
     kwargs.pop("_checkpoint", None)
     if kwargs:
@@ -124,9 +129,10 @@ def start(
         existing = _connected_client()
         if existing is not None:
             logger.info("Connecting to the existing Serve instance in namespace '%s'.", SERVE_NAMESPACE)
-            if checkpoint_path or http_options is not None:
+            if checkpoint_path or http_options is not None or controller_options is not None:
                 logger.warning(
-                    "Serve is already running; the http_options/checkpoint_path given to serve.start() "
+                    "Serve is already running; the http_options/checkpoint_path/controller_options given to "
+                    "serve.start() "
                     "are ignored. Shut it down first to change them."
                 )
             return
@@ -138,10 +144,23 @@ def start(
 
             checkpoint = make_checkpoint_manager(checkpoint_path)
             preflight_checkpoint(checkpoint)  # a corrupt checkpoint fails here, before anything starts
-        controller = create_controller(http, location, detached, checkpoint, _logging_config_dict(logging_config))
-        _client = ServeControllerClient(controller)
+        handle = create_controller(
+            http, location, detached, checkpoint, _logging_config_dict(logging_config), ctrl_options.runtime_env
+        )
+        _client = ServeControllerClient(handle)
         if location != "Disabled":
             _wait_for_proxies(_client, timeout_s=60)
+
+
+def _controller_options_model(options: Union[None, Dict[str, Any], ControllerOptions]) -> ControllerOptions:
+    """`controller_options` validated (a dict goes through `ControllerOptions`)."""
+    if options is None:
+        return ControllerOptions()
+    if isinstance(options, ControllerOptions):
+        return options
+    if isinstance(options, dict):
+        return ControllerOptions(**options)
+    raise TypeError(f"controller_options must be a dict or ControllerOptions, got {type(options).__name__}.")
 
 
 def _logging_config_dict(logging_config: Any) -> Optional[Dict[str, Any]]:
@@ -171,23 +190,25 @@ def run(
     route_prefix: Optional[str] = _DEFAULT,
     logging_config: Any = None,
     _local_testing_mode: bool = False,
+    external_scaler_enabled: bool = False,
+    controller_options: Union[None, Dict[str, Any], ControllerOptions] = None,
     **kwargs: Any,
 ) -> DeploymentHandle:
     """Deploy an application and return a handle to its ingress once it is RUNNING.
 
     Redeploying under the same name updates it: option-only changes in place,
     code or argument changes by a rolling update. Raises RuntimeError with the
-    reason if the application fails to deploy.
+    reason if the application fails to deploy. `controller_options` apply only
+    if this call starts Serve; `external_scaler_enabled=True` raises
+    NotImplementedError (external scaling is not implemented yet).
     """
     if not isinstance(name, str) or not name:
         raise ValueError("Application name must be a non-empty string.")
     if route_prefix is _DEFAULT:
         route_prefix = getattr(target, "deployment", None) and target.deployment.route_prefix or "/"
     validate_route_prefix(route_prefix)
-    _ensure_ray()
-    if _connected_client() is None:
-        start()
-    client = _get_client()
+    _check_external_scaler(external_scaler_enabled, name)
+    client = _client_for_run(controller_options)
     built = build_app(
         target, name, route_prefix, runtime_env=_job_runtime_env(), logging_config=_logging_config_dict(logging_config)
     )
@@ -195,14 +216,119 @@ def run(
     client.wait_for_application_running(name)
     handle = DeploymentHandle(built.ingress, name)
     if blocking:
-        where = ""
-        if route_prefix is not None:
-            http = client.get_http_config()
-            scheme = "https" if http.get("ssl_keyfile") and http.get("ssl_certfile") else "http"
-            where = f" at {scheme}://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
-        print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
+        _print_deployed(client, [(name, route_prefix)])
         _block_until_interrupted()
     return handle
+
+
+def _print_deployed(client: ServeControllerClient, apps: List[Any]) -> None:
+    """One line per `(name, route_prefix)` deployed, with its URL when it has a route."""
+    http = client.get_http_config()
+    scheme = "https" if http.get("ssl_keyfile") and http.get("ssl_certfile") else "http"
+    for name, route_prefix in apps:
+        where = ""
+        if route_prefix is not None:
+            where = f" at {scheme}://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
+        print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
+
+
+def _check_external_scaler(enabled: bool, name: str) -> None:
+    if enabled:
+        raise NotImplementedError(
+            f"external_scaler_enabled=True (application '{name}'): external scaling is not implemented "
+            "by ray_serving_ext yet; leave it False."
+        )
+
+
+def _client_for_run(controller_options: Union[None, Dict[str, Any], ControllerOptions]) -> ServeControllerClient:
+    """The connected client, starting Serve (with `controller_options`) when none runs."""
+    _controller_options_model(controller_options)  # invalid options fail even when Serve runs
+    _ensure_ray()
+    if _connected_client() is None:
+        start(controller_options=controller_options)
+    elif controller_options is not None:
+        logger.warning("Serve is already running; the controller_options given are ignored.")
+    return _get_client()
+
+
+@dataclass
+class RunTarget:
+    """One application for `serve.run_many`: the same fields and defaults as Ray Serve 2.60's."""
+
+    target: Application
+    name: str = DEFAULT_APP_NAME
+    route_prefix: Optional[str] = "/"
+    logging_config: Optional[Union[Dict[str, Any], LoggingConfig]] = None
+    external_scaler_enabled: bool = False
+
+
+def _check_targets(targets: Sequence[RunTarget]) -> None:
+    """Ray Serve's checks on `run_many` targets, all before anything is built or sent."""
+    if not targets:
+        raise ValueError("No applications provided.")
+    seen = set()
+    for t in targets:
+        if not isinstance(t, RunTarget):
+            raise TypeError(f"serve.run_many expects RunTarget objects, got {type(t).__name__}.")
+        if not isinstance(t.name, str) or not t.name:
+            raise RayServeException("Application name must be a non-empty string.")
+        if not isinstance(t.target, Application):
+            raise TypeError("`serve.run` expects an `Application` returned by `Deployment.bind()`.")
+        if t.name in seen:
+            raise ValueError(f"Application '{t.name}' is given more than once to serve.run_many.")
+        seen.add(t.name)
+        validate_route_prefix(t.route_prefix)
+        _check_external_scaler(t.external_scaler_enabled, t.name)
+
+
+def run_many(
+    targets: Sequence[RunTarget],
+    blocking: bool = False,
+    wait_for_ingress_deployment_creation: bool = True,
+    wait_for_applications_running: bool = True,
+    _local_testing_mode: bool = False,
+    controller_options: Union[None, Dict[str, Any], ControllerOptions] = None,
+) -> List[DeploymentHandle]:
+    """Deploy several applications in one step; return their ingress handles, in order.
+
+    The controller takes all of them as one goal: on a route-prefix clash none
+    changes. Other running applications stay. With `wait_for_applications_running`
+    (default) it returns once every one is RUNNING (RuntimeError if one fails to
+    deploy); else with `wait_for_ingress_deployment_creation` once each ingress
+    deployment exists; else at once. `blocking=True` then waits until Ctrl-C.
+    """
+    _check_targets(targets)
+    client = _client_for_run(controller_options)
+    runtime_env = _job_runtime_env()
+    builts = [
+        build_app(t.target, t.name, t.route_prefix, runtime_env=runtime_env,
+                  logging_config=_logging_config_dict(t.logging_config))
+        for t in targets
+    ]
+    # The config path's target capacity stays as it is: run_many only adds or replaces apps.
+    capacity = client.get_serve_status().target_capacity
+    client.deploy_applications(builts, [None] * len(builts), delete_missing=False, target_capacity=capacity)
+    for built in builts:
+        if wait_for_applications_running:
+            client.wait_for_application_running(built.name)
+        elif wait_for_ingress_deployment_creation:
+            _wait_for_deployment_created(client, built.name, built.ingress)
+    if blocking:
+        _print_deployed(client, [(t.name, t.route_prefix) for t in targets])
+        _block_until_interrupted()
+    return [DeploymentHandle(built.ingress, built.name) for built in builts]
+
+
+def _wait_for_deployment_created(client: ServeControllerClient, app: str, deployment: str,
+                                 timeout_s: float = 60.0) -> None:
+    """Return once `status()` lists `deployment` in application `app` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.get_serve_status().applications.get(app)
+        if status is not None and deployment in status.deployments:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"Deployment {deployment} of application {app} was not created within {timeout_s}s.")
 
 
 def _job_runtime_env() -> Dict[str, Any]:
@@ -242,6 +368,24 @@ def shutdown() -> None:
         client.shutdown()
         _client = None
         get_router_registry().clear()
+
+
+async def shutdown_async() -> None:
+    """`shutdown()` as a coroutine: awaitable from a running event loop (an async
+    function, a replica or another Ray actor) without blocking it."""
+    global _client
+    if not ray.is_initialized():
+        _client = None
+        return
+    client = _connected_client()
+    if client is None:
+        logger.info("Nothing to shut down. There's no Serve application running on this Ray cluster.")
+        return
+    await client.shutdown_async()
+    with _client_lock:
+        if _client is client:
+            _client = None
+    get_router_registry().clear()
 
 
 def status() -> ServeStatus:

@@ -623,3 +623,56 @@ def format_validation_error(err: ValidationError) -> str:
             msg = f"{msg} (got {value!r})"
         lines.append(f"{path}: {msg}")
     return "\n".join(lines)
+
+
+_CONTROLLER_RUNTIME_ENV_KEYS = frozenset({"env_vars"})
+
+
+class ControllerOptions(BaseModel):
+    """Options for the Serve controller actor, as in Ray Serve 2.60.
+
+    Given to ``serve.start(controller_options=...)``, ``serve.run`` /
+    ``serve.run_many``, or a config file's top-level ``controller_options``.
+    Like ``HTTPOptions`` they take effect only when the controller is created:
+    if Serve is already running they are ignored (with a warning).
+
+    ``runtime_env`` may hold only ``env_vars`` (a dict of non-empty str keys to
+    str values); every other ``runtime_env`` key is rejected, as in Ray Serve
+    (per-replica environments belong on the deployment). Here the env vars are
+    set on the controller actor's process, as in Ray Serve; our controller reads
+    no tunables from them, so they matter only to code that reads them there.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    runtime_env: Optional[dict[str, Any]] = Field(
+        default=None,
+        description="Runtime environment for the controller actor. Only the ``env_vars`` key is supported.",
+    )
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _check_runtime_env(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is None:
+            return value
+        disallowed = sorted(set(value) - _CONTROLLER_RUNTIME_ENV_KEYS)
+        if disallowed:
+            raise ValueError(
+                f"ControllerOptions.runtime_env only supports {sorted(_CONTROLLER_RUNTIME_ENV_KEYS)} in this "
+                f"version; got disallowed keys {disallowed}. Per-replica runtime_env belongs on the deployment "
+                "(``serve.deployment(runtime_env=...)``), not on the controller actor."
+            )
+        if "env_vars" not in value:
+            return value
+        env_vars = value["env_vars"]
+        if not isinstance(env_vars, dict):
+            raise ValueError(f"runtime_env.env_vars must be a dict[str, str], got {type(env_vars).__name__}.")
+        for key, val in env_vars.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"env_vars key must be a non-empty str, got {key!r}.")
+            if not isinstance(val, str):
+                raise ValueError(f"env_vars[{key!r}] must be str (got {type(val).__name__}); coerce explicitly.")
+        return value
+
+
+__all__.append("ControllerOptions")

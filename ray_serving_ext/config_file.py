@@ -22,7 +22,7 @@ from ray_serving_ext._private.config_types import (
     check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
 from ray_serving_ext.config import (
-    AutoscalingConfig, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
+    AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
     check_ssl_pair, format_validation_error,
 )
 
@@ -275,8 +275,9 @@ class ServeDeploySchema(BaseModel):
 
     Application names are unique and non-empty, non-null route prefixes are
     unique, and applications may not set ``host``/``port`` (use ``http_options``).
-    ``grpc_options`` is kept as a plain dict. Unlike Ray Serve, unknown keys (e.g.
-    ``tracing_config``, ``controller_options``) are rejected.
+    ``grpc_options`` is kept as a plain dict. ``controller_options`` is validated as
+    ``ControllerOptions``. Unlike Ray Serve, unknown keys (e.g. ``tracing_config``)
+    are rejected.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -287,6 +288,7 @@ class ServeDeploySchema(BaseModel):
     logging_config: Optional[LoggingConfig] = None
     applications: list[ServeApplicationSchema]
     target_capacity: Optional[float] = Field(default=None, ge=0, le=100)
+    controller_options: Optional[ControllerOptions] = None
 
     @field_validator("applications")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
@@ -24,9 +25,53 @@ from ray_serving_ext.exceptions import RayServeException, RequestCancelledError
 
 @dataclass(frozen=True)
 class _HandleOptions:
+    """A handle's call options, with Ray Serve 2.60's names and defaults.
+
+    `method_name`, `stream` and `multiplexed_model_id` change how a call is
+    made. The others are kept (and copied with the handle) but change nothing
+    here: `session_id` (Ray Serve's default router ignores it too; only a
+    session-aware request router uses it), `_by_reference` and the two
+    serializations (they select Ray Serve's gRPC data path; ours is always the
+    TCP transport, pickling with cloudpickle), `_prefer_local_routing`.
+    """
+
     method_name: str = "__call__"
     stream: bool = False
     multiplexed_model_id: str = ""
+    session_id: str = ""
+    _by_reference: bool = True
+    request_serialization: str = "cloudpickle"
+    response_serialization: str = "cloudpickle"
+    _prefer_local_routing: bool = False
+
+
+# Ray Serve 2.60's RPC serialization methods (`handle.options(request_serialization=...)`).
+SERIALIZATION_METHODS = ("cloudpickle", "pickle", "msgpack", "orjson", "noop")
+
+
+def _check_serialization(which: str, method: Any) -> str:
+    """`method` lower-cased, or ValueError with Ray Serve's message if it is not one it knows."""
+    if not isinstance(method, str) or method.lower() not in SERIALIZATION_METHODS:
+        raise ValueError(
+            f"Unsupported {which} serialization method: {method}. Valid options: {set(SERIALIZATION_METHODS)}"
+        )
+    return method.lower()
+
+
+def _option_changes(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The given (not _UNSET) `options()` keywords, validated: the changes to apply."""
+    given = {k: v for k, v in options.items() if v is not _UNSET}
+    changes: Dict[str, Any] = {}
+    for key in ("method_name", "multiplexed_model_id", "session_id"):
+        if key in given:
+            changes[key] = given[key]
+    for key in ("stream", "_by_reference", "_prefer_local_routing"):
+        if key in given:
+            changes[key] = bool(given[key])
+    for key, which in (("request_serialization", "request"), ("response_serialization", "response")):
+        if key in given:
+            changes[key] = _check_serialization(which, given[key])
+    return changes
 
 
 class _Unset:
@@ -61,18 +106,28 @@ class DeploymentHandle:
         *,
         method_name: Any = _UNSET,
         multiplexed_model_id: Any = _UNSET,
+        session_id: Any = _UNSET,
         stream: Any = _UNSET,
         use_new_handle_api: Any = _UNSET,
         _prefer_local_routing: Any = _UNSET,
+        _by_reference: Any = _UNSET,
+        request_serialization: Any = _UNSET,
+        response_serialization: Any = _UNSET,
     ) -> "DeploymentHandle":
-        """A copy of this handle with the given call options."""
-        changes = {}
-        if method_name is not _UNSET:
-            changes["method_name"] = method_name
-        if multiplexed_model_id is not _UNSET:
-            changes["multiplexed_model_id"] = multiplexed_model_id
-        if stream is not _UNSET:
-            changes["stream"] = bool(stream)
+        """A copy of this handle with the given call options (the others unchanged).
+
+        Takes Ray Serve 2.60's keywords; which of them change behaviour here is
+        told in `_HandleOptions`. A serialization not among Ray Serve's
+        (cloudpickle, pickle, msgpack, orjson, noop, any case) raises
+        ValueError with Ray Serve's message (Ray Serve checks it on first use).
+        """
+        if _prefer_local_routing is not _UNSET:
+            warnings.warn("Modifying `_prefer_local_routing` with `options()` is deprecated. Please use `init()` instead.")
+        changes = _option_changes({
+            "method_name": method_name, "multiplexed_model_id": multiplexed_model_id, "session_id": session_id,
+            "stream": stream, "_prefer_local_routing": _prefer_local_routing, "_by_reference": _by_reference,
+            "request_serialization": request_serialization, "response_serialization": response_serialization,
+        })
         return DeploymentHandle(self.deployment_name, self.app_name, _options=replace(self._options, **changes))
 
     def __getattr__(self, name: str) -> "DeploymentHandle":
@@ -98,6 +153,7 @@ class DeploymentHandle:
             call_method=self._options.method_name,
             is_streaming=self._options.stream,
             multiplexed_model_id=self._options.multiplexed_model_id,
+            session_id=self._options.session_id or "",
         )
         deployment_id = self._deployment_id
         stream = self._options.stream

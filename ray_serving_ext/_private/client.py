@@ -6,6 +6,7 @@ controller, sends goal-state changes and waits for them to take effect.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Dict, List, Optional
@@ -28,13 +29,20 @@ def create_controller(
     detached: bool,
     checkpoint: Any = None,
     logging_config: Optional[Dict[str, Any]] = None,
+    runtime_env: Optional[Dict[str, Any]] = None,
 ) -> Any:
-    """Start the controller actor (detached, restartable) and wait until it answers."""
+    """Start the controller actor (detached, restartable) and wait until it answers.
+
+    `runtime_env` (from `ControllerOptions`, already validated) becomes the
+    controller actor's runtime_env.
+    """
     from ray_serving_ext._private.controller import ServeController
 
     owner_job_id = None if detached else ray.get_runtime_context().get_job_id()
     # On this (the driver's) node, softly: the controller may move if the node goes.
     options = system_actor_options(CONTROLLER_NAME, current_node_id(), soft=True)
+    if runtime_env:
+        options["runtime_env"] = runtime_env
     controller = remote_class(ServeController).options(**options).remote(http_options, proxy_location, detached, owner_job_id, checkpoint, logging_config)
     ray.get(controller.ready.remote(), timeout=120)
     return controller
@@ -129,6 +137,23 @@ class ServeControllerClient:
             logger.warning("Serve did not shut down gracefully within %ss; killing it.", timeout_s)
         kill_actor(self._controller)
         _wait_until_gone(timeout_s=30)
+
+
+    async def shutdown_async(self, timeout_s: float = 60.0) -> None:
+        """`shutdown()` without blocking the caller's event loop: returns when nothing is left."""
+        try:
+            await asyncio.wait_for(self._controller.graceful_shutdown.remote(timeout_s), timeout=timeout_s + 30)
+        except ray.exceptions.RayActorError:
+            pass
+        except asyncio.TimeoutError:
+            logger.warning("Serve did not shut down gracefully within %ss; killing it.", timeout_s)
+        kill_actor(self._controller)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if find_controller() is None:
+                return
+            await asyncio.sleep(0.05)
+        raise RayServeException("The Serve controller did not exit.")
 
 
 def _wait_until_gone(timeout_s: float) -> None:

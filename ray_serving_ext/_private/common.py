@@ -35,6 +35,7 @@ class RequestMetadata:
     is_http_request: bool = False
     is_streaming: bool = False
     multiplexed_model_id: str = ""
+    session_id: str = ""  # DeploymentHandle.options(session_id=...): kept for session-aware routers
     internal_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 

@@ -39,13 +39,13 @@ DELIBERATELY_LEFT_OUT: Dict[str, str] = {}
 
 _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
-    "ray.serve": ["ControllerOptions", "TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
-                  "get_trace_context", "shutdown_async", "run_many", "RunTarget"],
+    "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
+                  "get_trace_context"],
     "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions",
-                         "ControllerOptions", "GangPlacementStrategy", "GangRuntimeFailurePolicy",
+                         "GangPlacementStrategy", "GangRuntimeFailurePolicy",
                          "DeploymentActorConfig", "GangSchedulingConfig"],
     "ray.serve.schema": [
-        "AutoscalingPolicy", "ControllerOptions", "DeploymentActorConfig",
+        "DeploymentActorConfig",
         "GangSchedulingConfig", "RequestRouterConfig", "EncodingType",
         "TracingConfig", "gRPCOptionsSchema",
         "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth",
@@ -64,17 +64,13 @@ _NOT_YET_PARAMS = {
                          "max_constructor_retry_count", "max_surge_percent",
                          "placement_group_bundle_label_selector", "request_router_config",
                          "rolling_update_percentage"],
-    "serve.run": ["controller_options", "external_scaler_enabled"],
-    "serve.start": ["controller_options", "tracing_config"],
-    "DeploymentHandle.options": ["_by_reference", "request_serialization", "response_serialization",
-                                 "session_id"],
-    "ServeDeploySchema": ["controller_options", "tracing_config"],
+    "serve.start": ["tracing_config"],
+    "ServeDeploySchema": ["tracing_config"],
     "ServeApplicationSchema": ["autoscaling_policy"],
     "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
                          "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
                          "rolling_update_percentage"],
 }
-# serve.run_many does not exist yet: its parameters are checked once it does.
 NOT_YET: Dict[str, str] = {
     **{f"{module}.{name}": _TODO for module, names in _NOT_YET_NAMES.items() for name in names},
     **{f"{target}({param})": _TODO for target, params in _NOT_YET_PARAMS.items() for param in params},

@@ -136,7 +136,6 @@ def test_log_encoding_default_follows_env(monkeypatch: pytest.MonkeyPatch) -> No
         ({"downscale_delay_s": -1}, "downscale_delay_s"),
         ({"upscale_delay_s": -1}, "upscale_delay_s"),
         ({"min_replicas": True}, "min_replicas"),
-        ({"policy": {}}, "policy"),
     ],
 )
 def test_autoscaling_field_validation(kwargs: dict, field: str) -> None:
