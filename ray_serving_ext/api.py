@@ -354,38 +354,44 @@ def delete(name: str, _blocking: bool = True) -> None:
     _get_client().delete_apps([name], blocking=_blocking)
 
 
-def shutdown() -> None:
-    """Tear down the Serve instance: every application, proxy and the controller."""
+def _client_to_shut_down() -> Optional[ServeControllerClient]:
+    """The running instance's client, or None (logged) when there is nothing to shut down."""
+    global _client
+    if not ray.is_initialized():
+        _client = None
+        return None
+    client = _connected_client()
+    if client is None:
+        logger.info("Nothing to shut down. There's no Serve application running on this Ray cluster.")
+    return client
+
+
+def _forget_client(client: ServeControllerClient) -> None:
     global _client
     with _client_lock:
-        if not ray.is_initialized():
+        if _client is client:
             _client = None
-            return
-        client = _connected_client()
+    get_router_registry().clear()
+
+
+def shutdown() -> None:
+    """Tear down the Serve instance: every application, proxy and the controller."""
+    with _client_lock:
+        client = _client_to_shut_down()
         if client is None:
-            logger.info("Nothing to shut down. There's no Serve application running on this Ray cluster.")
             return
         client.shutdown()
-        _client = None
-        get_router_registry().clear()
+        _forget_client(client)
 
 
 async def shutdown_async() -> None:
     """`shutdown()` as a coroutine: awaitable from a running event loop (an async
     function, a replica or another Ray actor) without blocking it."""
-    global _client
-    if not ray.is_initialized():
-        _client = None
-        return
-    client = _connected_client()
+    client = _client_to_shut_down()
     if client is None:
-        logger.info("Nothing to shut down. There's no Serve application running on this Ray cluster.")
         return
     await client.shutdown_async()
-    with _client_lock:
-        if _client is client:
-            _client = None
-    get_router_registry().clear()
+    _forget_client(client)
 
 
 def status() -> ServeStatus:

@@ -16,13 +16,13 @@ from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
     model_validator,
 )
 
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
-    ReplicasPerNode, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
+    ReplicasPerNode, SSLOptions, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
 )
 from ray_serving_ext._private.constants import default_log_encoding
 
@@ -361,7 +361,7 @@ def _normalise_proxy_location(value: Any) -> Optional[ProxyLocation]:
     )
 
 
-class HTTPOptions(BaseModel):
+class HTTPOptions(SSLOptions):
     """HTTP proxy options as passed to ``serve.start(http_options=...)``.
 
     A dict with the same keys is accepted wherever an ``HTTPOptions`` is; unknown
@@ -390,17 +390,6 @@ class HTTPOptions(BaseModel):
     root_path: str = ""
     request_timeout_s: Optional[float] = Field(default=None, gt=0)
     keep_alive_timeout_s: int = Field(default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
-    # ssl_certfile is declared first so the pair check below, on ssl_keyfile, sees it.
-    ssl_certfile: Optional[str] = None
-    ssl_keyfile: Optional[str] = Field(default=None, validate_default=True)
-    ssl_keyfile_password: Optional[str] = None
-    ssl_ca_certs: Optional[str] = None
-
-    @field_validator("ssl_keyfile")
-    @classmethod
-    def _ssl_pair(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
-        return check_ssl_pair(value, info.data.get("ssl_certfile"))
-
     @field_validator("location", mode="before")
     @classmethod
     def _deprecated_location(cls, value: Any) -> Optional[ProxyLocation]:
@@ -418,13 +407,6 @@ class HTTPOptions(BaseModel):
         if self.host is None:
             self.__dict__["location"] = ProxyLocation.Disabled  # skip re-validation
         return self
-
-
-def check_ssl_pair(keyfile: Optional[str], certfile: Optional[str]) -> Optional[str]:
-    """Return *keyfile*; raise ``ValueError`` unless both or neither are given."""
-    if bool(keyfile) != bool(certfile):
-        raise ValueError("Both ssl_keyfile and ssl_certfile must be provided together to enable HTTPS.")
-    return keyfile
 
 
 class RayActorOptionsSchema(BaseModel):

@@ -19,11 +19,11 @@ from pydantic.fields import FieldInfo
 
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, check_json_serializable,
-    check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
+    SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
 from ray_serving_ext.config import (
     AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
-    check_ssl_pair, format_validation_error,
+    format_validation_error,
 )
 
 __all__ = [
@@ -44,7 +44,7 @@ class ConfigError(ValueError):
         self.path = path
 
 
-class HTTPOptionsSchema(BaseModel):
+class HTTPOptionsSchema(SSLOptions):
     """The ``http_options`` block of a Serve config file.
 
     Ray Serve ignores unknown keys here; this schema rejects them rather than
@@ -59,16 +59,6 @@ class HTTPOptionsSchema(BaseModel):
     root_path: str = ""
     request_timeout_s: Optional[float] = Field(default=None, gt=0)
     keep_alive_timeout_s: int = Field(default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, ge=0)
-    ssl_certfile: Optional[str] = None  # before ssl_keyfile: its pair check reads this
-    ssl_keyfile: Optional[str] = Field(default=None, validate_default=True)
-    ssl_keyfile_password: Optional[str] = None
-    ssl_ca_certs: Optional[str] = None
-
-    @field_validator("ssl_keyfile")
-    @classmethod
-    def _ssl_pair(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
-        return check_ssl_pair(value, info.data.get("ssl_certfile"))
-
     def to_http_options(self) -> HTTPOptions:
         """The equivalent runtime :class:`HTTPOptions` (other fields at defaults)."""
         return HTTPOptions(**self.model_dump())

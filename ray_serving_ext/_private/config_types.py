@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Iterable, List, Optional, Tuple
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
 
 MAX_REPLICAS_PER_NODE_MAX_VALUE = 100  # Ray Serve's upper bound.
 DEFAULT_KEEP_ALIVE_TIMEOUT_S = 90  # Ray Serve's uvicorn keep-alive default.
@@ -135,3 +135,26 @@ def route_prefix_clashes(apps: Iterable[Tuple[str, Optional[str]]]) -> List[Tupl
         if holder != name:
             clashes.append((prefix, holder, name))
     return clashes
+
+
+def check_ssl_pair(keyfile: Optional[str], certfile: Optional[str]) -> Optional[str]:
+    """Return *keyfile*; raise ``ValueError`` unless both or neither are given."""
+    if bool(keyfile) != bool(certfile):
+        raise ValueError("Both ssl_keyfile and ssl_certfile must be provided together to enable HTTPS.")
+    return keyfile
+
+
+class SSLOptions(BaseModel):
+    """The proxy's TLS fields, shared by ``HTTPOptions`` and the config file's
+    ``http_options`` (Ray Serve 2.60's names). Key and certificate come together."""
+
+    # ssl_certfile is declared first so the pair check, on ssl_keyfile, sees it.
+    ssl_certfile: Optional[str] = None
+    ssl_keyfile: Optional[str] = Field(default=None, validate_default=True)
+    ssl_keyfile_password: Optional[str] = None
+    ssl_ca_certs: Optional[str] = None
+
+    @field_validator("ssl_keyfile")
+    @classmethod
+    def _ssl_pair(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        return check_ssl_pair(value, info.data.get("ssl_certfile"))
