@@ -26,8 +26,9 @@ from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, ge
 from ray_serving_ext.deployment import Application, Deployment, deployment
 from ray_serving_ext.multiplex import multiplexed
 from ray_serving_ext.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from ray_serving_ext._private.constants import VERSION
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "Application",

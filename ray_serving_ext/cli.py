@@ -34,7 +34,7 @@ from ray_serving_ext._private.config_deploy import (
     build_config_from_import_paths,
     deploy_config,
 )
-from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, default_ray_address
+from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, VERSION, default_ray_address
 from ray_serving_ext.config import HTTPOptions, ProxyLocation, format_validation_error
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
@@ -424,9 +424,8 @@ def build(import_paths: Tuple[str, ...], app_dir: str, output_path: Optional[str
         config = build_config_from_import_paths(list(import_paths), app_dir=app_dir)
     except AppBuildError as exc:
         raise _fail(str(exc)) from None
-    from ray_serving_ext import __version__
 
-    text = f"# This file was generated using the `{PROG_NAME} build` command on ray_serving_ext v{__version__}.\n\n"
+    text = f"# This file was generated using the `{PROG_NAME} build` command on ray_serving_ext v{VERSION}.\n\n"
     text += dump_yaml(config, spaced=True)
     text = text.rstrip("\n") + "\n"
     if output_path:

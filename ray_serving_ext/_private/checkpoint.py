@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from ray import cloudpickle
 
 from ray_serving_ext._private.constants import (
-    CHECKPOINT_FORMAT_VERSION, CHECKPOINT_KEY, KV_NAMESPACE, STORAGE_OPTIONS_ENV,
+    CHECKPOINT_FORMAT_VERSION, CHECKPOINT_KEY, KV_NAMESPACE, VERSION, STORAGE_OPTIONS_ENV,
     checkpoint_storage_options_json, s3_endpoint_url,
 )
 
@@ -272,14 +272,7 @@ class CheckpointError(RuntimeError):
 
 def package_version() -> str:
     """The version of the running ray_serving_ext."""
-    try:
-        from ray_serving_ext import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover - only while the package itself is importing
-        from importlib.metadata import version
-
-        return version("ray_serving_ext")
+    return VERSION
 
 
 def release_series(version: str) -> Tuple[int, ...]:

@@ -26,6 +26,9 @@ def _env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+# The release; `ray_serving_ext.__version__` and checkpoints carry it.
+VERSION = "0.1.0"
+
 SERVE_NAMESPACE = "serve"
 CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
 PROXY_NAME_PREFIX = "SERVE_PROXY_ACTOR-"
