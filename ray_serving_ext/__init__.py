@@ -21,8 +21,8 @@ from ray_serving_ext.api import (
     status,
 )
 from ray_serving_ext.batching import batch
-from ray_serving_ext.config import AutoscalingConfig, ControllerOptions, HTTPOptions, ProxyLocation
-from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, get_replica_context
+from ray_serving_ext.config import AutoscalingConfig, ControllerOptions, HTTPOptions, ProxyLocation, TracingConfig
+from ray_serving_ext.context import ReplicaContext, get_multiplexed_model_id, get_replica_context, get_trace_context
 from ray_serving_ext.deployment import Application, Deployment, deployment
 from ray_serving_ext.multiplex import multiplexed
 from ray_serving_ext.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
@@ -43,6 +43,7 @@ __all__ = [
     "ProxyLocation",
     "ReplicaContext",
     "RunTarget",
+    "TracingConfig",
     "delete",
     "deployment",
     "exceptions",
@@ -51,6 +52,7 @@ __all__ = [
     "get_deployment_handle",
     "get_multiplexed_model_id",
     "get_replica_context",
+    "get_trace_context",
     "ingress",
     "multiplexed",
     "run",

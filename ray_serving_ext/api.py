@@ -21,7 +21,7 @@ from ray_serving_ext._private.client import ServeControllerClient, create_contro
 from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.router import get_router_registry
-from ray_serving_ext.config import ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation
+from ray_serving_ext.config import ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation, TracingConfig
 from ray_serving_ext.config_file import validate_route_prefix
 from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
@@ -106,6 +106,7 @@ def start(
     detached: bool = False,
     checkpoint_path: Optional[str] = None,
     controller_options: Union[None, Dict[str, Any], ControllerOptions] = None,
+    tracing_config: Union[None, Dict[str, Any], TracingConfig] = None,
     **kwargs: Any,
 ) -> None:
     """Start Serve on the Ray cluster, or connect to the instance already running.
@@ -117,10 +118,13 @@ def start(
     the goal state is saved there on every change, and an instance started on
     a new cluster with the same path restores every application from it.
     `controller_options` (a `ControllerOptions` or its dict) apply only when
-    this call creates the controller, as in Ray Serve.
+    this call creates the controller, as in Ray Serve. `tracing_config` (a
+    `TracingConfig` or its dict) turns on OpenTelemetry spans in every proxy and
+    replica of the new instance; ImportError if OpenTelemetry is not installed.
     """
     global _client
     ctrl_options = _controller_options_model(controller_options)
+    tracing_model = _tracing_config_model(tracing_config)
     _ensure_ray()
     kwargs.pop("_checkpoint", None)
     if kwargs:
@@ -129,10 +133,11 @@ def start(
         existing = _connected_client()
         if existing is not None:
             logger.info("Connecting to the existing Serve instance in namespace '%s'.", SERVE_NAMESPACE)
-            if checkpoint_path or http_options is not None or controller_options is not None:
+            if checkpoint_path or http_options is not None or controller_options is not None \
+                    or tracing_model is not None:
                 logger.warning(
-                    "Serve is already running; the http_options/checkpoint_path/controller_options given to "
-                    "serve.start() "
+                    "Serve is already running; the http_options/checkpoint_path/controller_options/tracing_config "
+                    "given to serve.start() "
                     "are ignored. Shut it down first to change them."
                 )
             return
@@ -145,7 +150,8 @@ def start(
             checkpoint = make_checkpoint_manager(checkpoint_path)
             preflight_checkpoint(checkpoint)  # a corrupt checkpoint fails here, before anything starts
         handle = create_controller(
-            http, location, detached, checkpoint, _logging_config_dict(logging_config), ctrl_options.runtime_env
+            http, location, detached, checkpoint, _logging_config_dict(logging_config), ctrl_options.runtime_env,
+            tracing_model,
         )
         _client = ServeControllerClient(handle)
         if location != "Disabled":
@@ -161,6 +167,22 @@ def _controller_options_model(options: Union[None, Dict[str, Any], ControllerOpt
     if isinstance(options, dict):
         return ControllerOptions(**options)
     raise TypeError(f"controller_options must be a dict or ControllerOptions, got {type(options).__name__}.")
+
+
+def _tracing_config_model(config: Union[None, Dict[str, Any], TracingConfig]) -> Optional[TracingConfig]:
+    """`tracing_config` validated; ImportError now, rather than in every proxy and
+    replica, when it enables tracing and OpenTelemetry is missing."""
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        config = TracingConfig(**config)
+    elif not isinstance(config, TracingConfig):
+        raise TypeError(f"tracing_config must be a dict or TracingConfig, got {type(config).__name__}.")
+    if config.enabled:
+        from ray_serving_ext._private.tracing import require_opentelemetry
+
+        require_opentelemetry()
+    return config
 
 
 def _logging_config_dict(logging_config: Any) -> Optional[Dict[str, Any]]:

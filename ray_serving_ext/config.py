@@ -24,11 +24,13 @@ from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
     ReplicasPerNode, SSLOptions, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
 )
-from ray_serving_ext._private.constants import default_log_encoding
+from ray_serving_ext._private.constants import (
+    TRACING_EXPORTER_IMPORT_PATH, TRACING_SAMPLING_RATIO, default_log_encoding,
+)
 
 __all__ = [
     "AggregationFunction", "AutoscalingConfig", "AutoscalingContext", "AutoscalingPolicy", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
-    "ProxyLocation", "RayActorOptionsSchema", "deployment_option_names", "format_validation_error",
+    "ProxyLocation", "RayActorOptionsSchema", "TracingConfig", "deployment_option_names", "format_validation_error",
     "validate_ray_actor_options",
 ]
 
@@ -345,6 +347,33 @@ class LoggingConfig(BaseModel):
                 f"{sorted(_LOGRECORD_STANDARD_ATTRS)}"
             )
         return list(dict.fromkeys(value))
+
+
+class TracingConfig(BaseModel):
+    """Distributed tracing of proxies and replicas: ``serve.start(tracing_config=...)``.
+
+    As Ray Serve 2.60: ``enabled`` defaults to whether
+    ``$RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH`` is set, ``exporter_import_path``
+    to that variable (empty means the built-in exporter, which writes spans as
+    JSON under the Serve logs directory, ``spans/``), ``sampling_ratio`` to
+    ``$RAY_SERVE_TRACING_SAMPLING_RATIO`` (0.01) and must lie in [0, 1]. The
+    exporter path names a function taking no arguments that returns a list of
+    OpenTelemetry ``SpanProcessor``s; every proxy and replica calls it once.
+    Unknown keys are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default_factory=lambda: TRACING_EXPORTER_IMPORT_PATH != "")
+    exporter_import_path: str = Field(default_factory=lambda: TRACING_EXPORTER_IMPORT_PATH)
+    sampling_ratio: float = Field(default_factory=lambda: TRACING_SAMPLING_RATIO)
+
+    @field_validator("sampling_ratio")
+    @classmethod
+    def _ratio_in_unit_interval(cls, value: float) -> float:
+        if value < 0.0 or value > 1.0:
+            raise ValueError(f"sampling_ratio must be between 0.0 and 1.0, got {value}.")
+        return value
 
 
 def _normalise_proxy_location(value: Any) -> Optional[ProxyLocation]:

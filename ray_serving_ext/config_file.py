@@ -23,6 +23,7 @@ from ray_serving_ext._private.config_types import (
 )
 from ray_serving_ext.config import (
     AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
+    TracingConfig,
     format_validation_error,
 )
 
@@ -266,8 +267,9 @@ class ServeDeploySchema(BaseModel):
     Application names are unique and non-empty, non-null route prefixes are
     unique, and applications may not set ``host``/``port`` (use ``http_options``).
     ``grpc_options`` is kept as a plain dict. ``controller_options`` is validated as
-    ``ControllerOptions``. Unlike Ray Serve, unknown keys (e.g. ``tracing_config``)
-    are rejected.
+    ``ControllerOptions``, ``tracing_config`` as ``TracingConfig`` (it starts a new
+    instance with that tracing, and replicas started afterwards use it). Unlike
+    Ray Serve, unknown keys are rejected.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -279,6 +281,7 @@ class ServeDeploySchema(BaseModel):
     applications: list[ServeApplicationSchema]
     target_capacity: Optional[float] = Field(default=None, ge=0, le=100)
     controller_options: Optional[ControllerOptions] = None
+    tracing_config: Optional[TracingConfig] = None
 
     @field_validator("applications")
     @classmethod

@@ -6,6 +6,7 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ray_serving_ext._private import tracing as _tracing
 from ray_serving_ext.exceptions import RayServeException
 
 
@@ -73,3 +74,14 @@ def get_multiplexed_model_id() -> str:
     """The multiplexed model id of the current request ('' when none)."""
     ctx = _get_request_context()
     return ctx.multiplexed_model_id if ctx else ""
+
+
+def get_trace_context() -> Optional[Any]:
+    """The current OpenTelemetry context, or None when tracing has set none.
+
+    Inside a replica serving a request with tracing enabled, it holds the
+    request's `replica_handle_request` span: pass it as `context=` to
+    `tracer.start_as_current_span(...)` (or just start spans: they nest under it)
+    to put your spans in the request's trace. As `ray.serve.get_trace_context`.
+    """
+    return _tracing.get_trace_context()

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import ray
 
+from ray_serving_ext._private import tracing
 from ray_serving_ext._private.common import STREAM, UNARY, DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop, in_loop
 from ray_serving_ext._private.router import get_router_registry
@@ -157,12 +158,19 @@ class DeploymentHandle:
         )
         deployment_id = self._deployment_id
         stream = self._options.stream
+        # The caller's span (a replica's request) is the parent of this call's routing span.
+        trace_parent = tracing.current_context() if tracing.enabled else None
 
         async def run() -> Any:
             # On the router loop: awaiting argument responses blocks no caller thread.
             call_args, call_kwargs = await _resolve_responses(args, kwargs)
             request = Request(STREAM if stream else UNARY, metadata, call_args, call_kwargs)
             router = get_router_registry().get(deployment_id, loop)
+            if trace_parent is not None:
+                # A unary call's routing span lasts until its result is in (call_unary's retries included).
+                route = router.assign_request if stream else router.call_unary
+                return await tracing.traced_routing(route, deployment_id.name, deployment_id.app_name,
+                                                    trace_parent)(request)
             if stream:
                 return await router.assign_request(request)
             return await router.call_unary(request)

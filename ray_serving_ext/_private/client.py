@@ -16,7 +16,7 @@ import ray
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.cluster import current_node_id, find_controller, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.constants import CONTROLLER_NAME
-from ray_serving_ext.config import HTTPOptions
+from ray_serving_ext.config import HTTPOptions, TracingConfig
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ServeStatus
 
@@ -30,11 +30,12 @@ def create_controller(
     checkpoint: Any = None,
     logging_config: Optional[Dict[str, Any]] = None,
     runtime_env: Optional[Dict[str, Any]] = None,
+    tracing_config: Optional[TracingConfig] = None,
 ) -> Any:
     """Start the controller actor (detached, restartable) and wait until it answers.
 
     `runtime_env` (from `ControllerOptions`, already validated) becomes the
-    controller actor's runtime_env.
+    controller actor's runtime_env; `tracing_config` reaches every proxy and replica.
     """
     from ray_serving_ext._private.controller import ServeController
 
@@ -43,7 +44,8 @@ def create_controller(
     options = system_actor_options(CONTROLLER_NAME, current_node_id(), soft=True)
     if runtime_env:
         options["runtime_env"] = runtime_env
-    controller = remote_class(ServeController).options(**options).remote(http_options, proxy_location, detached, owner_job_id, checkpoint, logging_config)
+    controller = remote_class(ServeController).options(**options).remote(
+        http_options, proxy_location, detached, owner_job_id, checkpoint, logging_config, tracing_config)
     ray.get(controller.ready.remote(), timeout=120)
     return controller
 

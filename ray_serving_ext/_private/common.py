@@ -37,6 +37,10 @@ class RequestMetadata:
     multiplexed_model_id: str = ""
     session_id: str = ""  # DeploymentHandle.options(session_id=...): kept for session-aware routers
     internal_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # W3C trace-context headers of the caller's span (Ray Serve's field), set per
+    # instance only when tracing is on. A class attribute rather than a field, so
+    # untraced requests do not pickle it on every call.
+    tracing_context = None  # type: Optional[Dict[str, str]]
 
 
 # Request kinds. A WEBSOCKET request also takes the client's messages (the

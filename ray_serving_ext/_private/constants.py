@@ -62,6 +62,11 @@ SLOW_STARTUP_WARNING_S = _env_float("RAY_SERVE_SLOW_STARTUP_WARNING_S", 30.0)
 # Proxies are health-checked this often.
 PROXY_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", 5.0)
 
+# Tracing (Ray Serve's variables): the exporter function's import path ("" leaves
+# tracing off unless a TracingConfig turns it on) and the fraction of root traces sampled.
+TRACING_EXPORTER_IMPORT_PATH = _env_str("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", "")
+TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
+
 # Default resources of a replica when ray_actor_options does not say (as Ray Serve).
 DEFAULT_REPLICA_NUM_CPUS = 1.0
 

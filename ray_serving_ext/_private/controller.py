@@ -28,7 +28,7 @@ from ray_serving_ext._private.long_poll import LongPollHost
 from ray_serving_ext._private.metrics import MetricsStore
 from ray_serving_ext._private.proxy_state import ProxyStateManager
 from ray_serving_ext._private.router import replicas_key
-from ray_serving_ext.config import HTTPOptions
+from ray_serving_ext.config import HTTPOptions, TracingConfig
 from ray_serving_ext.schema import ServeStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -45,9 +45,11 @@ class ServeController:
         owner_job_id: Optional[str] = None,
         checkpoint: Optional[CheckpointManager] = None,
         logging_config: Optional[Dict[str, Any]] = None,
+        tracing_config: Optional[TracingConfig] = None,
     ) -> None:
         configure_component_logger("controller", "")
         self._http_options = http_options
+        self._tracing_config = tracing_config
         self._proxy_location = proxy_location
         self._detached = detached
         self._owner_job_id = owner_job_id
@@ -58,7 +60,7 @@ class ServeController:
         self._deployments = DeploymentStateManager(self._broadcast_deployment)
         self._apps = ApplicationStateManager(self._deployments, self._broadcast_routes)
         self._logging_config = logging_config or {}
-        self._proxies = ProxyStateManager(http_options, proxy_location, self._logging_config)
+        self._proxies = ProxyStateManager(http_options, proxy_location, self._logging_config, tracing_config)
         self._shutting_down = False
         self._dirty = False
         self._save_task: Optional[asyncio.Task] = None
@@ -246,6 +248,13 @@ class ServeController:
 
     async def get_http_options(self) -> HTTPOptions:
         return self._http_options
+
+    async def get_tracing_config(self) -> Optional[TracingConfig]:
+        """The instance's tracing config (None: each process follows its RAY_SERVE_TRACING_* variables).
+
+        Replicas ask for it as they start; proxies get it when created.
+        """
+        return self._tracing_config
 
     async def record_metrics(self, report: Dict[str, Any]) -> None:
         """A process's metrics text and its callers' load per deployment (for autoscaling)."""

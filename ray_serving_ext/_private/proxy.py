@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ray_serving_ext._private import metrics, transport
+from ray_serving_ext._private import metrics, tracing, transport
 from ray_serving_ext._private.cluster import get_controller
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
@@ -24,7 +24,7 @@ from ray_serving_ext._private.http_util import forwardable_scope, retry_after_he
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
-from ray_serving_ext.config import HTTPOptions
+from ray_serving_ext.config import HTTPOptions, TracingConfig
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext.proxy")
@@ -174,6 +174,19 @@ class ProxyASGIApp:
             return
         prefix, app_name, deployment = match
         app_box[0], app_box[1] = app_name, prefix
+        if tracing.enabled:
+            await tracing.trace_proxy_request(
+                scope, request_id, app_name, deployment, _route_path(scope), send,
+                lambda traced_send: self._forward_matched(scope, receive, traced_send, request_id, match, True))
+        else:
+            await self._forward_matched(scope, receive, send, request_id, match, False)
+
+    async def _forward_matched(self, scope: Dict[str, Any], receive: Any, send: Any, request_id: str,
+                               match: Tuple[str, str, str], traced: bool) -> None:
+        """Forward a request whose route matched to a replica and relay the answer (or
+        answer 408/503/... itself); with `traced`, each routing gets its own span."""
+        prefix, app_name, deployment = match
+        rid_header = [(REQUEST_ID_HEADER, request_id)]
         body = await _read_body(receive)
         meta = RequestMetadata(
             request_id=request_id, app_name=app_name, route=prefix,
@@ -181,7 +194,9 @@ class ProxyASGIApp:
             multiplexed_model_id=_header(scope, MULTIPLEXED_MODEL_ID_HEADER) or "",
         )
         router = self._router(DeploymentID(deployment, app_name))
-        state = _RequestState(Request(transport.HTTP, meta, scope=forwardable_scope(scope, prefix), body=body))
+        assign = tracing.traced_routing(router.assign_request, deployment, app_name) if traced \
+            else router.assign_request
+        state = _RequestState(Request(transport.HTTP, meta, scope=forwardable_scope(scope, prefix), body=body), assign)
         forward = asyncio.ensure_future(self._forward_with_retry(router, state, send))
         disconnect = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
@@ -235,7 +250,7 @@ class ProxyASGIApp:
                 logger.warning("Replica died before answering request %s; retrying.", state.meta.request_id)
 
     async def _forward(self, router: Router, state: "_RequestState", send: Any) -> None:
-        call = await router.assign_request(state.request)
+        call = await state.assign(state.request)
         try:
             async for messages in call:
                 for message in messages:
@@ -259,10 +274,11 @@ _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 class _RequestState:
     """One HTTP request being forwarded (over retries): the request, and how far its answer got."""
 
-    __slots__ = ("request", "meta", "started", "finished")
+    __slots__ = ("request", "meta", "assign", "started", "finished")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, assign: Any) -> None:
         self.request = request
+        self.assign = assign  # the router's assign_request, or it inside a routing span
         self.meta = request.metadata
         self.started = False
         self.finished = False
@@ -342,7 +358,8 @@ class ProxyActor:
     run_coroutine_threadsafe.
     """
 
-    def __init__(self, node_id: str, http_options: HTTPOptions, logging_config: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, node_id: str, http_options: HTTPOptions, logging_config: Optional[Dict[str, Any]] = None,
+                 tracing_config: Optional[TracingConfig] = None) -> None:
         self._node_id = node_id
         self._http_options = http_options
         self._app = ProxyASGIApp(http_options.request_timeout_s, node_id)
@@ -356,6 +373,7 @@ class ProxyActor:
             "proxy", node_id[:16], encoding=logging_config.get("encoding", "TEXT"),
             level=logging_config.get("log_level", "INFO"), logs_dir=logging_config.get("logs_dir"),
         )
+        tracing.setup_tracing("proxy", node_id[:16], tracing_config)
         self._loop = get_router_loop()
         # Start serving right away, so a proxy restarted by Ray serves again
         # without waiting for the controller to notice.
@@ -422,6 +440,7 @@ class ProxyActor:
 
     async def _shutdown(self) -> None:
         self._app.draining = True
+        tracing.flush()
         if self._long_poll is not None:
             self._long_poll.stop()
         if self._server is not None:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX
 from ray_serving_ext._private.cluster import NodeSnapshot, PendingCall, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.proxy import ProxyActor
-from ray_serving_ext.config import HTTPOptions
+from ray_serving_ext.config import HTTPOptions, TracingConfig
 from ray_serving_ext.schema import ProxyStatus
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -43,8 +43,10 @@ class ProxyStateManager:
     """Creates, health-checks and removes proxies as nodes come and go."""
 
     def __init__(self, http_options: HTTPOptions, proxy_location: str,
-                 logging_config: Optional[Dict[str, Any]] = None) -> None:
+                 logging_config: Optional[Dict[str, Any]] = None,
+                 tracing_config: Optional[TracingConfig] = None) -> None:
         self.http_options = http_options
+        self.tracing_config = tracing_config
         self.logging_config = logging_config or {}
         self.proxy_location = proxy_location
         self.proxies: Dict[str, ProxyRecord] = {}
@@ -59,7 +61,8 @@ class ProxyStateManager:
 
     def _create(self, node_id: str) -> None:
         options = system_actor_options(PROXY_NAME_PREFIX + node_id, node_id, soft=False)
-        actor = remote_class(ProxyActor).options(**options).remote(node_id, self.http_options, self.logging_config)
+        actor = remote_class(ProxyActor).options(**options).remote(
+            node_id, self.http_options, self.logging_config, self.tracing_config)
         self.proxies[node_id] = ProxyRecord(node_id, actor)
 
     def update(self, nodes: NodeSnapshot) -> None:

@@ -22,7 +22,7 @@ import traceback
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 
-from ray_serving_ext._private import metrics, transport
+from ray_serving_ext._private import metrics, tracing, transport
 from ray_serving_ext._private.cluster import current_actor_id, current_node_id, get_controller, local_node_ip
 from ray_serving_ext._private.common import Request, RequestMetadata
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
@@ -124,6 +124,9 @@ class ReplicaActor:
         await user.initialize(self._config.user_config)
         self._user = user
         self._context.servable_object = user.instance
+        # Before the first request can arrive: spans need the tracer in place.
+        tracing.setup_tracing("replica", f"{self._app_name}_{self._deployment_name}_{self._replica_id}",
+                              await get_controller().get_tracing_config.remote())
         self._server, self._port = await transport.start_server(self._token, self._handle_transport)
         set_models_listener(self._models_changed)
         gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
@@ -197,6 +200,7 @@ class ReplicaActor:
                 await self._on_loop(self._user.shutdown())
             except Exception:
                 logger.exception("Deployment teardown raised.")
+        tracing.flush()
         return drained
 
     # ---- request bookkeeping -------------------------------------------------------------
@@ -229,6 +233,8 @@ class ReplicaActor:
         token = _set_request_context(
             RequestContext(meta.request_id, meta.app_name, meta.route, meta.multiplexed_model_id)
         )
+        span = tracing.start_replica_span(meta, self._deployment_name, self._app_name,
+                                          self._replica_id) if tracing.enabled else None
         status = "OK"
         failed = False
         try:
@@ -246,6 +252,9 @@ class ReplicaActor:
             logger.exception("Request %s failed.", meta.request_id)
             raise
         finally:
+            if span is not None:
+                tracing.end_replica_span(span, meta, self._deployment_name, status,
+                                         outcome.status if outcome is not None else None)
             _request_context.reset(token)
             limiter.release()
             self._record(meta, status, start, failed)

@@ -39,15 +39,14 @@ DELIBERATELY_LEFT_OUT: Dict[str, str] = {}
 
 _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
-    "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
-                  "get_trace_context"],
+    "ray.serve": ["get_deployment_actor", "get_deployment_actor_context"],
     "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions",
                          "GangPlacementStrategy", "GangRuntimeFailurePolicy",
                          "DeploymentActorConfig", "GangSchedulingConfig"],
     "ray.serve.schema": [
         "DeploymentActorConfig",
         "GangSchedulingConfig", "RequestRouterConfig", "EncodingType",
-        "TracingConfig", "gRPCOptionsSchema",
+        "gRPCOptionsSchema",
         "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth",
         "AutoscalingStatus", "ScalingDecision", "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType",
         "DeploymentNode", "DeploymentTopology", "ApplicationDetails", "ProxyDetails", "Target", "TargetGroup",
@@ -64,8 +63,6 @@ _NOT_YET_PARAMS = {
                          "max_constructor_retry_count", "max_surge_percent",
                          "placement_group_bundle_label_selector", "request_router_config",
                          "rolling_update_percentage"],
-    "serve.start": ["tracing_config"],
-    "ServeDeploySchema": ["tracing_config"],
     "ServeApplicationSchema": ["autoscaling_policy"],
     "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
                          "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
