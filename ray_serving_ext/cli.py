@@ -35,7 +35,7 @@ from ray_serving_ext._private.config_deploy import (
     deploy_config,
 )
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, VERSION, default_ray_address
-from ray_serving_ext.config import HTTPOptions, ProxyLocation, format_validation_error
+from ray_serving_ext.config import HTTPOptions, ProxyLocation, TracingConfig, format_validation_error
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ServeStatus
@@ -156,9 +156,11 @@ def _require_client(address: str) -> ServeControllerClient:
 
 def _ensure_serve(
     http_options: Optional[HTTPOptions], proxy_location: str, warn_if_different: bool = False,
-    checkpoint_path: Optional[str] = None,
+    checkpoint_path: Optional[str] = None, tracing_config: Optional[TracingConfig] = None,
 ) -> ServeControllerClient:
-    """The running instance's client, starting a detached instance when there is none.
+    """The running instance's client, starting a detached instance when there is none
+    (with `tracing_config`, if given; a running one uses it for replicas it starts
+    from now on, as Ray Serve does with a config file's tracing_config).
 
     An instance that is already running keeps its HTTP options; with
     `warn_if_different`, a warning says so if `http_options` differ from them.
@@ -169,13 +171,15 @@ def _ensure_serve(
 
         try:
             api.start(detached=True, http_options=http_options, proxy_location=proxy_location,
-                      checkpoint_path=checkpoint_path)
+                      checkpoint_path=checkpoint_path, tracing_config=tracing_config)
         except (ValueError, ImportError, RayServeException, RuntimeError) as exc:
             raise _fail(f"Serve did not start: {exc}") from None
         client = _client()
         if client is None:
             raise _fail("Serve did not start on the Ray cluster.")
         return client
+    if tracing_config is not None:
+        client.set_tracing_config(tracing_config)
     if warn_if_different and http_options is not None:
         current = client.get_http_config()
         wanted = {"host": http_options.host, "port": http_options.port}
@@ -251,12 +255,13 @@ def load_target(
 
 def _serve_for(schema: ServeDeploySchema, is_file: bool) -> ServeControllerClient:
     """The instance to deploy `schema` to: a config file's http_options and
-    proxy_location start it if needed (an import path gets the defaults of
-    `serve.start`); a warning says when a running instance listens elsewhere
-    than the file's explicit http_options."""
+    proxy_location (and tracing_config) start it if needed (an import path gets
+    the defaults of `serve.start`); a warning says when a running instance
+    listens elsewhere than the file's explicit http_options."""
     http = schema.http_options.to_http_options() if is_file else None
     explicit = is_file and "http_options" in schema.model_fields_set
-    return _ensure_serve(http, schema.proxy_location.value, warn_if_different=explicit)
+    return _ensure_serve(http, schema.proxy_location.value, warn_if_different=explicit,
+                         tracing_config=schema.tracing_config)
 
 
 def _deploy(schema: ServeDeploySchema, is_file: bool, declarative: bool) -> Tuple[ServeControllerClient, List[str]]:

@@ -125,6 +125,10 @@ class ServeControllerClient:
         """The HTTP options the running instance was started with."""
         return self._get(self._controller.get_http_options.remote())
 
+    def set_tracing_config(self, tracing_config: TracingConfig) -> None:
+        """Trace with `tracing_config` in replicas started from now on (proxies keep theirs)."""
+        self._get(self._controller.set_tracing_config.remote(tracing_config))
+
     def get_http_config(self) -> Dict[str, Any]:
         """`get_http_options()` as plain data (location as its string value)."""
         return self.get_http_options().model_dump(mode="json", exclude={"middlewares"})

@@ -256,6 +256,12 @@ class ServeController:
         """
         return self._tracing_config
 
+    async def set_tracing_config(self, tracing_config: TracingConfig) -> None:
+        """A config file's tracing_config: replicas started from now on use it, and so
+        do proxies created from now on (running ones keep theirs, as in Ray Serve)."""
+        self._tracing_config = tracing_config
+        self._proxies.tracing_config = tracing_config
+
     async def record_metrics(self, report: Dict[str, Any]) -> None:
         """A process's metrics text and its callers' load per deployment (for autoscaling)."""
         source = report.get("source", "")
