@@ -57,8 +57,8 @@ _MISSING_OTEL = (
 def require_opentelemetry() -> None:
     """Raise ImportError saying what to install when the OpenTelemetry SDK is missing."""
     try:
-        import opentelemetry.sdk.trace  # noqa: F401
-        import opentelemetry.trace.propagation.tracecontext  # noqa: F401
+        for module in ("opentelemetry.sdk.trace", "opentelemetry.trace.propagation.tracecontext"):
+            importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(_MISSING_OTEL) from exc
 
@@ -183,7 +183,8 @@ def default_tracing_exporter(file_name: str) -> List[Any]:
 
     directory = os.path.join(serve_logs_dir(), "spans")
     os.makedirs(directory, exist_ok=True)
-    out = open(os.path.join(directory, file_name), "a", encoding="utf-8")
+    # Open for the process's life: the exporter appends every span, and closes it at shutdown.
+    out = open(os.path.join(directory, file_name), "a", encoding="utf-8")  # noqa: SIM115
 
     class _FileSpanExporter(ConsoleSpanExporter):
         def shutdown(self) -> None:
@@ -252,7 +253,7 @@ class ServeSpan:
     """One Serve span, current (attached) from creation until `end()`, which must run
     in the same task or thread context that created it."""
 
-    __slots__ = ("span", "_token", "name")
+    __slots__ = ("_token", "name", "span")
 
     def __init__(self, name: str, parent: Any, attributes: Dict[str, Any]) -> None:
         from opentelemetry.context import attach
