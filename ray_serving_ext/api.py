@@ -199,18 +199,19 @@ def run(
     Redeploying under the same name updates it: option-only changes in place,
     code or argument changes by a rolling update. Raises RuntimeError with the
     reason if the application fails to deploy. `controller_options` apply only
-    if this call starts Serve; `external_scaler_enabled=True` raises
-    NotImplementedError (external scaling is not implemented yet).
+    if this call starts Serve. With `external_scaler_enabled=True` Serve's
+    autoscaler stays off for the app (ValueError if a deployment configures
+    it) and an external scaler sets replica counts (`update_deployment_replicas`).
     """
     if not isinstance(name, str) or not name:
         raise ValueError("Application name must be a non-empty string.")
     if route_prefix is _DEFAULT:
         route_prefix = getattr(target, "deployment", None) and target.deployment.route_prefix or "/"
     validate_route_prefix(route_prefix)
-    _check_external_scaler(external_scaler_enabled, name)
     client = _client_for_run(controller_options)
     built = build_app(
-        target, name, route_prefix, runtime_env=_job_runtime_env(), logging_config=_logging_config_dict(logging_config)
+        target, name, route_prefix, runtime_env=_job_runtime_env(), logging_config=_logging_config_dict(logging_config),
+        external_scaler_enabled=external_scaler_enabled,
     )
     client.deploy_application(built, None)
     client.wait_for_application_running(name)
@@ -230,14 +231,6 @@ def _print_deployed(client: ServeControllerClient, apps: List[Any]) -> None:
         if route_prefix is not None:
             where = f" at {scheme}://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
         print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
-
-
-def _check_external_scaler(enabled: bool, name: str) -> None:
-    if enabled:
-        raise NotImplementedError(
-            f"external_scaler_enabled=True (application '{name}'): external scaling is not implemented "
-            "by ray_serving_ext yet; leave it False."
-        )
 
 
 def _client_for_run(controller_options: Union[None, Dict[str, Any], ControllerOptions]) -> ServeControllerClient:
@@ -278,7 +271,6 @@ def _check_targets(targets: Sequence[RunTarget]) -> None:
             raise ValueError(f"Application '{t.name}' is given more than once to serve.run_many.")
         seen.add(t.name)
         validate_route_prefix(t.route_prefix)
-        _check_external_scaler(t.external_scaler_enabled, t.name)
 
 
 def run_many(
@@ -302,7 +294,8 @@ def run_many(
     runtime_env = _job_runtime_env()
     builts = [
         build_app(t.target, t.name, t.route_prefix, runtime_env=runtime_env,
-                  logging_config=_logging_config_dict(t.logging_config))
+                  logging_config=_logging_config_dict(t.logging_config),
+                  external_scaler_enabled=t.external_scaler_enabled)
         for t in targets
     ]
     # The config path's target capacity stays as it is: run_many only adds or replaces apps.

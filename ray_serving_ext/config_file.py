@@ -22,7 +22,8 @@ from ray_serving_ext._private.config_types import (
     SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
 from ray_serving_ext.config import (
-    AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
+    AutoscalingConfig, AutoscalingPolicy, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation,
+    RayActorOptionsSchema,
     format_validation_error,
 )
 
@@ -205,8 +206,10 @@ class ServeApplicationSchema(BaseModel):
     ``host``/``port`` are deprecated single-app fields, rejected inside a
     multi-app file (see :class:`ServeDeploySchema`). Deployment names are unique.
     With ``external_scaler_enabled`` no deployment may configure autoscaling.
-    Unlike Ray Serve, unknown keys are rejected, ``runtime_env`` URIs are not
-    required to be remote, and ``autoscaling_policy`` is not supported.
+    ``autoscaling_policy`` is an application-level policy (an AutoscalingPolicy
+    or its dict): it decides for every deployment of the app that configures
+    autoscaling, seeing all of their contexts at once. Unlike Ray Serve, unknown
+    keys are rejected and ``runtime_env`` URIs are not required to be remote.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -221,6 +224,17 @@ class ServeApplicationSchema(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     logging_config: Optional[LoggingConfig] = None
     external_scaler_enabled: bool = False
+    autoscaling_policy: Optional[dict[str, Any]] = None
+
+    @field_validator("autoscaling_policy", mode="before")
+    @classmethod
+    def _app_policy(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        policy = value if isinstance(value, AutoscalingPolicy) else AutoscalingPolicy.model_validate(value)
+        if policy.is_default_policy_function():
+            raise ValueError("autoscaling_policy of an application must name a policy_function.")
+        return policy.model_dump(mode="json")
 
     @field_validator("route_prefix")
     @classmethod

@@ -66,7 +66,6 @@ _NOT_YET_PARAMS = {
                          "rolling_update_percentage"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
-    "ServeApplicationSchema": ["autoscaling_policy"],
     "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
                          "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
                          "rolling_update_percentage"],
