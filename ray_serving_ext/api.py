@@ -21,7 +21,7 @@ from ray_serving_ext._private.client import ServeControllerClient, create_contro
 from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.router import get_router_registry
-from ray_serving_ext.config import ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation
+from ray_serving_ext.config import ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation, gRPCOptions
 from ray_serving_ext.config_file import validate_route_prefix
 from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
@@ -101,7 +101,7 @@ def _get_client() -> ServeControllerClient:
 def start(
     proxy_location: Union[None, str, ProxyLocation] = None,
     http_options: Union[None, Dict[str, Any], HTTPOptions] = None,
-    grpc_options: Any = None,
+    grpc_options: Union[None, Dict[str, Any], gRPCOptions] = None,
     logging_config: Any = None,
     detached: bool = False,
     checkpoint_path: Optional[str] = None,
@@ -121,6 +121,7 @@ def start(
     """
     global _client
     ctrl_options = _controller_options_model(controller_options)
+    _check_grpc_options(grpc_options)
     _ensure_ray()
     kwargs.pop("_checkpoint", None)
     if kwargs:
@@ -231,6 +232,19 @@ def _print_deployed(client: ServeControllerClient, apps: List[Any]) -> None:
         if route_prefix is not None:
             where = f" at {scheme}://{http.get('host') or '127.0.0.1'}:{http.get('port')}{route_prefix}"
         print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
+
+
+def _check_grpc_options(grpc_options: Union[None, Dict[str, Any], gRPCOptions]) -> None:
+    """Validate Ray Serve's gRPC options; say so when they ask for a gRPC server, which is not run here."""
+    if grpc_options is None:
+        return
+    options = grpc_options if isinstance(grpc_options, gRPCOptions) else gRPCOptions.model_validate(grpc_options)
+    if options.grpc_servicer_functions:
+        logger.warning(
+            "grpc_options.grpc_servicer_functions is set, but ray_serving_ext has no gRPC proxy: no gRPC "
+            "server is started on port %d. Serve the model over HTTP, or call it through a DeploymentHandle.",
+            options.port,
+        )
 
 
 def _client_for_run(controller_options: Union[None, Dict[str, Any], ControllerOptions]) -> ServeControllerClient:

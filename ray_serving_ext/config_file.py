@@ -22,13 +22,13 @@ from ray_serving_ext._private.config_types import (
     SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
 from ray_serving_ext.config import (
-    AutoscalingConfig, AutoscalingPolicy, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation,
+    DEFAULT_GRPC_PORT, AutoscalingConfig, AutoscalingPolicy, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation,
     RayActorOptionsSchema,
     format_validation_error,
 )
 
 __all__ = [
-    "ConfigError", "DeploymentSchema", "HTTPOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
+    "ConfigError", "DeploymentSchema", "HTTPOptionsSchema", "gRPCOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
     "load_config_file", "validate_route_prefix",
 ]
 
@@ -43,6 +43,21 @@ class ConfigError(ValueError):
     def __init__(self, message: str, path: Optional[str] = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class gRPCOptionsSchema(BaseModel):
+    """The ``grpc_options`` block of a Serve config file (Ray Serve 2.60's fields and defaults).
+
+    Validated and kept; no gRPC proxy is run (see :class:`~ray_serving_ext.config.gRPCOptions`).
+    Unknown keys are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535)
+    grpc_servicer_functions: list[str] = Field(default_factory=list)
+    request_timeout_s: Optional[float] = None
+    enable_reflection: bool = True
 
 
 class HTTPOptionsSchema(SSLOptions):
@@ -279,7 +294,7 @@ class ServeDeploySchema(BaseModel):
 
     Application names are unique and non-empty, non-null route prefixes are
     unique, and applications may not set ``host``/``port`` (use ``http_options``).
-    ``grpc_options`` is kept as a plain dict. ``controller_options`` is validated as
+    ``grpc_options`` is validated and kept (no gRPC proxy runs). ``controller_options`` is validated as
     ``ControllerOptions``. Unlike Ray Serve, unknown keys (e.g. ``tracing_config``)
     are rejected.
     """
@@ -288,7 +303,7 @@ class ServeDeploySchema(BaseModel):
 
     proxy_location: ProxyLocation = ProxyLocation.EveryNode
     http_options: HTTPOptionsSchema = Field(default_factory=HTTPOptionsSchema)
-    grpc_options: Optional[dict[str, Any]] = None
+    grpc_options: Optional[gRPCOptionsSchema] = None
     logging_config: Optional[LoggingConfig] = None
     applications: list[ServeApplicationSchema]
     target_capacity: Optional[float] = Field(default=None, ge=0, le=100)

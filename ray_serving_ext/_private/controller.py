@@ -14,14 +14,16 @@ import time
 from typing import Any, Dict, List, Optional
 
 
+from ray_serving_ext._private import details
 from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
 from ray_serving_ext._private.cluster import (
-    NodeSnapshotSource, exit_current_actor, job_is_dead, kill_actor, named_serve_actors,
+    NodeSnapshotSource, actor_id_of, current_actor_id, current_node_id, exit_current_actor, job_is_dead, kill_actor,
+    local_node_ip, named_serve_actors,
 )
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
-from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S
+from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, CONTROLLER_NAME
 from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
@@ -264,6 +266,18 @@ class ServeController:
         self._apps.set_replicas_externally(deployment_id, target_num_replicas)
         logger.info("External scaler set %s to %d replicas.", deployment_id, target_num_replicas)
         await self._persist()
+
+    async def get_serve_instance_details(self, source: Optional[str] = None) -> Dict[str, Any]:
+        """The whole instance as Ray Serve's `ServeInstanceDetails` (JSON-ready dict);
+        only the applications of API type `source` ("imperative"/"declarative") if given."""
+        return details.instance_details(
+            apps=self._apps, deployments=self._deployments, proxies=self._proxies,
+            http_options=self._http_options, proxy_location=self._proxy_location,
+            target_capacity=self._target_capacity, started_at=self._started_at, actor_id_of=actor_id_of,
+            controller_info={"node_id": current_node_id(), "node_ip": local_node_ip(),
+                             "actor_id": current_actor_id(), "actor_name": CONTROLLER_NAME},
+            source=source,
+        )
 
     async def get_http_options(self) -> HTTPOptions:
         return self._http_options
