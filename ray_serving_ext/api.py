@@ -21,7 +21,9 @@ from ray_serving_ext._private.client import ServeControllerClient, create_contro
 from ray_serving_ext._private.cluster import find_controller
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
 from ray_serving_ext._private.router import get_router_registry
-from ray_serving_ext.config import ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation, TracingConfig
+from ray_serving_ext.config import (
+    ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation, TracingConfig, gRPCOptions,
+)
 from ray_serving_ext.config_file import validate_route_prefix
 from ray_serving_ext.context import _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
@@ -101,7 +103,7 @@ def _get_client() -> ServeControllerClient:
 def start(
     proxy_location: Union[None, str, ProxyLocation] = None,
     http_options: Union[None, Dict[str, Any], HTTPOptions] = None,
-    grpc_options: Any = None,
+    grpc_options: Union[None, Dict[str, Any], gRPCOptions] = None,
     logging_config: Any = None,
     detached: bool = False,
     checkpoint_path: Optional[str] = None,
@@ -125,6 +127,7 @@ def start(
     global _client
     ctrl_options = _controller_options_model(controller_options)
     tracing_model = _tracing_config_model(tracing_config)
+    _check_grpc_options(grpc_options)
     _ensure_ray()
     kwargs.pop("_checkpoint", None)
     if kwargs:
@@ -221,18 +224,19 @@ def run(
     Redeploying under the same name updates it: option-only changes in place,
     code or argument changes by a rolling update. Raises RuntimeError with the
     reason if the application fails to deploy. `controller_options` apply only
-    if this call starts Serve; `external_scaler_enabled=True` raises
-    NotImplementedError (external scaling is not implemented yet).
+    if this call starts Serve. With `external_scaler_enabled=True` Serve's
+    autoscaler stays off for the app (ValueError if a deployment configures
+    it) and an external scaler sets replica counts (`update_deployment_replicas`).
     """
     if not isinstance(name, str) or not name:
         raise ValueError("Application name must be a non-empty string.")
     if route_prefix is _DEFAULT:
         route_prefix = getattr(target, "deployment", None) and target.deployment.route_prefix or "/"
     validate_route_prefix(route_prefix)
-    _check_external_scaler(external_scaler_enabled, name)
     client = _client_for_run(controller_options)
     built = build_app(
-        target, name, route_prefix, runtime_env=_job_runtime_env(), logging_config=_logging_config_dict(logging_config)
+        target, name, route_prefix, runtime_env=_job_runtime_env(), logging_config=_logging_config_dict(logging_config),
+        external_scaler_enabled=external_scaler_enabled,
     )
     client.deploy_application(built, None)
     client.wait_for_application_running(name)
@@ -254,11 +258,16 @@ def _print_deployed(client: ServeControllerClient, apps: List[Any]) -> None:
         print(f"Deployed app '{name}' successfully{where}. Press Ctrl-C to stop.", flush=True)
 
 
-def _check_external_scaler(enabled: bool, name: str) -> None:
-    if enabled:
-        raise NotImplementedError(
-            f"external_scaler_enabled=True (application '{name}'): external scaling is not implemented "
-            "by ray_serving_ext yet; leave it False."
+def _check_grpc_options(grpc_options: Union[None, Dict[str, Any], gRPCOptions]) -> None:
+    """Validate Ray Serve's gRPC options; say so when they ask for a gRPC server, which is not run here."""
+    if grpc_options is None:
+        return
+    options = grpc_options if isinstance(grpc_options, gRPCOptions) else gRPCOptions.model_validate(grpc_options)
+    if options.grpc_servicer_functions:
+        logger.warning(
+            "grpc_options.grpc_servicer_functions is set, but ray_serving_ext has no gRPC proxy: no gRPC "
+            "server is started on port %d. Serve the model over HTTP, or call it through a DeploymentHandle.",
+            options.port,
         )
 
 
@@ -300,7 +309,6 @@ def _check_targets(targets: Sequence[RunTarget]) -> None:
             raise ValueError(f"Application '{t.name}' is given more than once to serve.run_many.")
         seen.add(t.name)
         validate_route_prefix(t.route_prefix)
-        _check_external_scaler(t.external_scaler_enabled, t.name)
 
 
 def run_many(
@@ -324,7 +332,8 @@ def run_many(
     runtime_env = _job_runtime_env()
     builts = [
         build_app(t.target, t.name, t.route_prefix, runtime_env=runtime_env,
-                  logging_config=_logging_config_dict(t.logging_config))
+                  logging_config=_logging_config_dict(t.logging_config),
+                  external_scaler_enabled=t.external_scaler_enabled)
         for t in targets
     ]
     # The config path's target capacity stays as it is: run_many only adds or replaces apps.

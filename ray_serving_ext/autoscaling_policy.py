@@ -111,6 +111,54 @@ def _apply_autoscaling_config(policy: PolicyFn) -> Callable[[AutoscalingContext]
     return wrapped
 
 
+AppDecision = Tuple[Dict[Any, Union[int, float]], Optional[Dict[Any, Dict[str, Any]]]]
+AppPolicyFn = Callable[[Dict[Any, AutoscalingContext]], AppDecision]
+
+
+def _apply_app_level_autoscaling_config(
+    policy: AppPolicyFn,
+) -> Callable[[Dict[Any, AutoscalingContext]], Tuple[Dict[Any, int], Dict[Any, Dict[str, Any]]]]:
+    """An application-level *policy* (``contexts -> (decisions, states)``, keyed by
+    deployment id) with cold start, factors and delays applied to each deployment's
+    decision. A deployment the policy leaves out of its decisions keeps its target."""
+
+    @functools.wraps(policy)
+    def wrapped(contexts: Dict[Any, AutoscalingContext]) -> Tuple[Dict[Any, int], Dict[Any, Dict[str, Any]]]:
+        before = {dep_id: dict(ctx.policy_state) for dep_id, ctx in contexts.items()}
+        desired, user_states = policy(contexts)
+        if not isinstance(desired, dict):
+            raise TypeError("An application-level autoscaling policy must return "
+                            "({deployment_id: num_replicas}, {deployment_id: policy_state}).")
+        desired = {_key_for(k, contexts): v for k, v in desired.items()}
+        user_states = {_key_for(k, contexts): v for k, v in (user_states or {}).items()}
+        decisions: Dict[Any, int] = {}
+        states: Dict[Any, Dict[str, Any]] = {}
+        for dep_id, ctx in contexts.items():
+            user_state = dict(user_states.get(dep_id) or {})
+            if dep_id not in desired:
+                user_state.update({k: v for k, v in before[dep_id].items() if k.startswith("__")})
+                states[dep_id] = user_state
+                continue
+            cold = _cold_start(ctx)
+            if cold is not None:
+                decisions[dep_id], states[dep_id] = cold, {**before[dep_id], **user_state}
+                continue
+            decisions[dep_id], states[dep_id] = _apply_defaults(desired[dep_id], ctx, user_state, before[dep_id])
+        return decisions, states
+
+    return wrapped
+
+
+def _key_for(key: Any, contexts: Dict[Any, AutoscalingContext]) -> Any:
+    """The contexts' key a policy meant: the deployment id itself, or its deployment name."""
+    if key in contexts:
+        return key
+    for dep_id in contexts:
+        if getattr(dep_id, "name", None) == key:
+            return dep_id
+    raise KeyError(f"The autoscaling policy decided for {key!r}, which is not a deployment of the application.")
+
+
 def replica_queue_length_autoscaling_policy(ctx: AutoscalingContext) -> Decision:
     """Ray Serve's request-based policy: the replicas that would put
     ``target_ongoing_requests`` (queued plus running) on each one, i.e.

@@ -687,3 +687,34 @@ class ControllerOptions(BaseModel):
 
 
 __all__.append("ControllerOptions")
+
+DEFAULT_GRPC_PORT = 9000
+
+
+class gRPCOptions(BaseModel):
+    """gRPC options for the proxies, with Ray Serve 2.60's fields and defaults.
+
+    Accepted and validated so code and config files written for Ray Serve run
+    unchanged. ray_serving_ext does not run a gRPC proxy: with
+    ``grpc_servicer_functions`` given, ``serve.start`` logs that no gRPC server
+    is started (Ray Serve starts none either when the list is empty, the default).
+    """
+
+    port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535)
+    grpc_servicer_functions: list[str] = Field(default_factory=list)
+    request_timeout_s: Optional[float] = None
+    enable_reflection: bool = True
+
+
+__all__.append("gRPCOptions")
+
+
+def __getattr__(name: str) -> Any:
+    # Ray Serve's config module re-exports Ray core's ActorClass (the type of a
+    # @ray.remote class, e.g. for DeploymentActorConfig.actor_class). It is looked
+    # up on first use so this module still imports without loading Ray.
+    if name == "ActorClass":
+        from ray.actor import ActorClass
+
+        return ActorClass
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

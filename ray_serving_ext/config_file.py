@@ -22,13 +22,13 @@ from ray_serving_ext._private.config_types import (
     SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
 from ray_serving_ext.config import (
-    AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
-    TracingConfig,
+    DEFAULT_GRPC_PORT, AutoscalingConfig, AutoscalingPolicy, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation,
+    RayActorOptionsSchema, TracingConfig,
     format_validation_error,
 )
 
 __all__ = [
-    "ConfigError", "DeploymentSchema", "HTTPOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
+    "ConfigError", "DeploymentSchema", "HTTPOptionsSchema", "gRPCOptionsSchema", "ServeApplicationSchema", "ServeDeploySchema",
     "load_config_file", "validate_route_prefix",
 ]
 
@@ -43,6 +43,21 @@ class ConfigError(ValueError):
     def __init__(self, message: str, path: Optional[str] = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class gRPCOptionsSchema(BaseModel):
+    """The ``grpc_options`` block of a Serve config file (Ray Serve 2.60's fields and defaults).
+
+    Validated and kept; no gRPC proxy is run (see :class:`~ray_serving_ext.config.gRPCOptions`).
+    Unknown keys are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535)
+    grpc_servicer_functions: list[str] = Field(default_factory=list)
+    request_timeout_s: Optional[float] = None
+    enable_reflection: bool = True
 
 
 class HTTPOptionsSchema(SSLOptions):
@@ -206,8 +221,10 @@ class ServeApplicationSchema(BaseModel):
     ``host``/``port`` are deprecated single-app fields, rejected inside a
     multi-app file (see :class:`ServeDeploySchema`). Deployment names are unique.
     With ``external_scaler_enabled`` no deployment may configure autoscaling.
-    Unlike Ray Serve, unknown keys are rejected, ``runtime_env`` URIs are not
-    required to be remote, and ``autoscaling_policy`` is not supported.
+    ``autoscaling_policy`` is an application-level policy (an AutoscalingPolicy
+    or its dict): it decides for every deployment of the app that configures
+    autoscaling, seeing all of their contexts at once. Unlike Ray Serve, unknown
+    keys are rejected and ``runtime_env`` URIs are not required to be remote.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -222,6 +239,17 @@ class ServeApplicationSchema(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     logging_config: Optional[LoggingConfig] = None
     external_scaler_enabled: bool = False
+    autoscaling_policy: Optional[dict[str, Any]] = None
+
+    @field_validator("autoscaling_policy", mode="before")
+    @classmethod
+    def _app_policy(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        policy = value if isinstance(value, AutoscalingPolicy) else AutoscalingPolicy.model_validate(value)
+        if policy.is_default_policy_function():
+            raise ValueError("autoscaling_policy of an application must name a policy_function.")
+        return policy.model_dump(mode="json")
 
     @field_validator("route_prefix")
     @classmethod
@@ -266,7 +294,7 @@ class ServeDeploySchema(BaseModel):
 
     Application names are unique and non-empty, non-null route prefixes are
     unique, and applications may not set ``host``/``port`` (use ``http_options``).
-    ``grpc_options`` is kept as a plain dict. ``controller_options`` is validated as
+    ``grpc_options`` is validated and kept (no gRPC proxy runs). ``controller_options`` is validated as
     ``ControllerOptions``, ``tracing_config`` as ``TracingConfig`` (it starts a new
     instance with that tracing, and replicas started afterwards use it). Unlike
     Ray Serve, unknown keys are rejected.
@@ -276,7 +304,7 @@ class ServeDeploySchema(BaseModel):
 
     proxy_location: ProxyLocation = ProxyLocation.EveryNode
     http_options: HTTPOptionsSchema = Field(default_factory=HTTPOptionsSchema)
-    grpc_options: Optional[dict[str, Any]] = None
+    grpc_options: Optional[gRPCOptionsSchema] = None
     logging_config: Optional[LoggingConfig] = None
     applications: list[ServeApplicationSchema]
     target_capacity: Optional[float] = Field(default=None, ge=0, le=100)

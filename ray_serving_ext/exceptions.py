@@ -168,6 +168,14 @@ class RequestCancelledError(RayServeException, TaskCancelledError):
         return (type(self), (self._request_id,))
 
 
+class DeploymentIsBeingDeletedError(RayServeException):
+    """An operation (e.g. an external scaler's) was asked of a deployment that is being deleted."""
+
+
+class ExternalScalerDisabledError(RayServeException):
+    """The external scaling API was used on an application without `external_scaler_enabled`."""
+
+
 __all__ = [
     "RayServeException",
     "BackPressureError",
@@ -176,4 +184,6 @@ __all__ = [
     "RequestCancelledError",
     "TaskCancelledError",
     "gRPCStatusError",
+    "DeploymentIsBeingDeletedError",
+    "ExternalScalerDisabledError",
 ]

@@ -7,9 +7,13 @@ as it does with Ray Serve.
 
 from __future__ import annotations
 
+import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.
@@ -18,7 +22,7 @@ from ray_serving_ext.config import (
     RayActorOptionsSchema, TracingConfig,
 )
 from ray_serving_ext.config_file import (
-    DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema,
+    DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema, gRPCOptionsSchema,
 )
 
 __all__ = [
@@ -26,7 +30,11 @@ __all__ = [
     "ControllerOptions", "DeploymentSchema",
     "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
     "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
-    "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus", "TracingConfig",
+    "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus", "TracingConfig", "gRPCOptionsSchema", "EncodingType",
+    "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth", "AutoscalingStatus", "ScalingDecision",
+    "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType", "DeploymentNode", "DeploymentTopology",
+    "ApplicationDetails", "ProxyDetails", "Target", "TargetGroup", "DurationStats", "ControllerHealthMetrics",
+    "ServeInstanceDetails", "ScaleDeploymentRequest",
 ]
 
 
@@ -165,3 +173,274 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+class EncodingType(str, Enum):
+    """Encoding of Serve's log lines (``LoggingConfig.encoding``)."""
+
+    TEXT = "TEXT"
+    JSON = "JSON"
+
+
+# ---- the REST API's detail schemas (`GET /api/serve/applications/`), Ray Serve 2.60's shapes ----
+
+class ServeActorDetails(BaseModel):
+    """Where a Serve actor runs and what it is; every field may be unknown (None)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: Optional[str] = None
+    node_ip: Optional[str] = None
+    node_instance_id: Optional[str] = None
+    actor_id: Optional[str] = None
+    actor_name: Optional[str] = None
+    worker_id: Optional[str] = None
+    log_file_path: Optional[str] = None
+
+
+class ReplicaDetails(ServeActorDetails):
+    """One replica: its id, state, process id and when its actor started."""
+
+    model_config = ConfigDict(frozen=True)
+
+    replica_id: str
+    state: ReplicaState
+    pid: Optional[int] = None
+    start_time_s: float
+
+
+class AutoscalingMetricsHealth(str, Enum):
+    HEALTHY = "healthy"
+    DELAYED = "delayed"
+    UNAVAILABLE = "unavailable"
+
+
+class AutoscalingStatus(str, Enum):
+    UPSCALING = "UPSCALING"
+    DOWNSCALING = "DOWNSCALING"
+    STABLE = "STABLE"
+
+
+class ScalingDecision(BaseModel):
+    """One autoscaling decision: when, why, and the replica counts before and after."""
+
+    timestamp_s: float
+    reason: str
+    prev_num_replicas: int = Field(ge=0)
+    curr_num_replicas: int = Field(ge=0)
+    policy: Optional[str] = None
+
+
+class DeploymentAutoscalingDetail(BaseModel):
+    """What the autoscaler of one deployment is doing and has decided lately."""
+
+    scaling_status: AutoscalingStatus
+    decisions: List[ScalingDecision] = Field(default_factory=list)
+    metrics: Optional[Dict[str, Any]] = None
+    metrics_health: AutoscalingMetricsHealth = AutoscalingMetricsHealth.HEALTHY
+    errors: List[str] = Field(default_factory=list)
+
+
+class DeploymentDetails(BaseModel):
+    """One deployment of an application: status, applied options, target and replicas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    status: DeploymentStatus
+    status_trigger: DeploymentStatusTrigger
+    message: str
+    deployment_config: DeploymentSchema
+    target_num_replicas: NonNegativeInt
+    required_resources: Dict
+    replicas: List[ReplicaDetails]
+    recent_dead_replicas: List[ReplicaDetails] = Field(default_factory=list)
+    autoscaling_detail: Optional[DeploymentAutoscalingDetail] = None
+
+
+class APIType(str, Enum):
+    """Which API an application came from: a config file (declarative) or serve.run (imperative)."""
+
+    UNKNOWN = "unknown"
+    IMPERATIVE = "imperative"
+    DECLARATIVE = "declarative"
+
+    @classmethod
+    def get_valid_user_values(cls) -> List[str]:
+        """The values a user may ask for (``unknown`` is internal)."""
+        return [cls.IMPERATIVE.value, cls.DECLARATIVE.value]
+
+
+class DeploymentNode(BaseModel):
+    """One deployment in an application's call graph, with the deployments it calls."""
+
+    name: str
+    app_name: str
+    outbound_deployments: List[dict] = Field(default_factory=list)
+    is_ingress: bool = False
+
+
+class DeploymentTopology(BaseModel):
+    """An application's call graph: deployment name -> node, and its ingress."""
+
+    app_name: str
+    nodes: Dict[str, DeploymentNode]
+    ingress_deployment: Optional[str] = None
+
+
+class ApplicationDetails(BaseModel):
+    """One application: route, status, the config it was deployed with, and its deployments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    route_prefix: Optional[str]
+    docs_path: Optional[str]
+    status: ApplicationStatus
+    message: str
+    last_deployed_time_s: float
+    deployed_app_config: Optional[ServeApplicationSchema] = None
+    source: APIType
+    deployments: Dict[str, DeploymentDetails]
+    external_scaler_enabled: bool
+    deployment_topology: Optional[DeploymentTopology] = None
+
+
+class ProxyDetails(ServeActorDetails):
+    """One proxy actor and its status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: ProxyStatus
+
+
+class Target(BaseModel):
+    """One address that serves a route (a proxy)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ip: str
+    port: int
+    instance_id: str
+    name: str
+
+
+class TargetGroup(BaseModel):
+    """The addresses that serve one route prefix over one protocol."""
+
+    model_config = ConfigDict(frozen=True)
+
+    targets: List[Target]
+    route_prefix: str
+    protocol: str = Field(description="'HTTP' or 'gRPC'.")
+    app_name: str = ""
+    ingress_request_router_targets: List[Target] = Field(default_factory=list)
+    ingress_deployment_name: str = ""
+
+
+class DurationStats(BaseModel):
+    """Mean, standard deviation, min and max of a window of durations."""
+
+    mean: float = 0.0
+    std: float = 0.0
+    min: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def from_values(cls, values: List[float]) -> "DurationStats":
+        """The statistics of *values* (all zero for none)."""
+        if not values:
+            return cls()
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) if len(values) > 1 else 0.0
+        return cls(mean=mean, std=std, min=min(values), max=max(values))
+
+
+class ControllerHealthMetrics(BaseModel):
+    """How the controller's loop is doing (Ray Serve 2.60's fields; unknown ones stay at 0/None)."""
+
+    timestamp: float = 0.0
+    controller_start_time: float = 0.0
+    uptime_s: float = 0.0
+    last_control_loop_time: float = 0.0
+    num_control_loops: int = 0
+    loop_duration_s: Optional[DurationStats] = None
+    loops_per_second: float = 0.0
+    last_sleep_duration_s: float = 0.0
+    expected_sleep_duration_s: float = 0.0
+    event_loop_delay_s: float = 0.0
+    num_asyncio_tasks: int = 0
+    handle_ingest_duration_ms: Optional[DurationStats] = None
+    replica_ingest_duration_ms: Optional[DurationStats] = None
+    metrics_decompress_duration_ms: Optional[DurationStats] = None
+    columnar_decode_duration_ms: Optional[DurationStats] = None
+    handle_reports_received: int = 0
+    replica_reports_received: int = 0
+    ingest_reports_received: int = 0
+    ingest_cpu_fraction: float = 0.0
+    deployment_state_update_duration_s: Optional[DurationStats] = None
+    application_state_update_duration_s: Optional[DurationStats] = None
+    proxy_state_update_duration_s: Optional[DurationStats] = None
+    node_update_duration_s: Optional[DurationStats] = None
+    handle_metrics_delay_ms: Optional[DurationStats] = None
+    replica_metrics_delay_ms: Optional[DurationStats] = None
+    process_memory_mb: float = 0.0
+
+
+class ServeInstanceDetails(BaseModel):
+    """The whole instance: controller, proxies, options and every application (the REST API's GET body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    controller_info: ServeActorDetails = Field(default_factory=ServeActorDetails)
+    proxy_location: Optional[ProxyLocation] = None
+    http_options: Optional[HTTPOptionsSchema] = None
+    grpc_options: Optional[gRPCOptionsSchema] = None
+    proxies: Dict[str, ProxyDetails]
+    applications: Dict[str, ApplicationDetails]
+    target_capacity: Optional[float] = Field(default=None, ge=0, le=100)
+    target_groups: List[TargetGroup] = Field(default_factory=list)
+    controller_health_metrics: ControllerHealthMetrics = Field(default_factory=ControllerHealthMetrics)
+    restores_unset_config_options: bool = False
+
+    @staticmethod
+    def get_empty_schema_dict() -> Dict[str, Any]:
+        """The details of a cluster with no Serve instance."""
+        return {"controller_info": {}, "proxies": {}, "applications": {}, "target_capacity": None}
+
+    def _get_status(self) -> ServeStatus:
+        return ServeStatus(
+            target_capacity=self.target_capacity,
+            proxies={node: proxy.status for node, proxy in self.proxies.items()},
+            applications={
+                name: ApplicationStatusOverview(
+                    status=app.status, message=app.message, last_deployed_time_s=app.last_deployed_time_s,
+                    route_prefix=app.route_prefix,
+                    deployments={
+                        dep_name: DeploymentStatusOverview(
+                            status=dep.status, status_trigger=dep.status_trigger, message=dep.message,
+                            replica_states=_count_states(dep.replicas), target_num_replicas=dep.target_num_replicas,
+                        )
+                        for dep_name, dep in app.deployments.items()
+                    },
+                )
+                for name, app in self.applications.items()
+            },
+        )
+
+    def _get_user_facing_json_serializable_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        """The details as JSON-ready data, as the REST API returns them."""
+        return self.model_dump(*args, **{"mode": "json", **kwargs})
+
+
+def _count_states(replicas: List[ReplicaDetails]) -> Dict[ReplicaState, int]:
+    counts: Dict[ReplicaState, int] = {}
+    for replica in replicas:
+        counts[replica.state] = counts.get(replica.state, 0) + 1
+    return counts
+
+
+class ScaleDeploymentRequest(BaseModel):
+    """The body of an external scaler's request: the deployment's new replica count."""
+
+    target_num_replicas: NonNegativeInt

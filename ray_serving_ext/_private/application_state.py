@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ray_serving_ext._private.autoscaling import AppAutoscaler
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.common import DeploymentID
 from ray_serving_ext._private.config_types import route_prefix_clashes
 from ray_serving_ext._private.deployment_state import DeploymentState, DeploymentStateManager
-from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.config import AutoscalingPolicy
+from ray_serving_ext.exceptions import DeploymentIsBeingDeletedError, ExternalScalerDisabledError, RayServeException
 from ray_serving_ext.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatus
 
 
@@ -28,6 +30,10 @@ class ApplicationState:
         self.status = ApplicationStatus.DEPLOYING
         self.message = ""
         self.build_error = ""  # the last deploy's code failed to import; this version still serves
+        self.autoscaler: Optional[AppAutoscaler] = None  # the config's application-level autoscaling_policy
+        policy = (config or {}).get("autoscaling_policy")
+        if policy is not None:
+            self.autoscaler = AppAutoscaler(AutoscalingPolicy.model_validate(policy), self.name)
 
     @property
     def route_prefix(self) -> Optional[str]:
@@ -36,6 +42,10 @@ class ApplicationState:
     @property
     def ingress(self) -> str:
         return self.built.ingress
+
+    @property
+    def external_scaler_enabled(self) -> bool:
+        return bool(self.built.external_scaler_enabled)
 
     def deployment_ids(self) -> List[DeploymentID]:
         return [DeploymentID(spec.name, self.name) for spec in self.built.deployments]
@@ -111,6 +121,45 @@ class ApplicationStateManager:
         self._publish_routes()
         return True
 
+    def set_replicas_externally(self, deployment_id: DeploymentID, num_replicas: int) -> None:
+        """An external scaler's count for one deployment (Ray Serve's `update_deployment_replicas`).
+
+        Raises ValueError ("... not found") for an unknown application or
+        deployment, ExternalScalerDisabledError if the application does not
+        enable external scaling, DeploymentIsBeingDeletedError while it is deleted.
+        """
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 0:
+            raise ValueError(f"target_num_replicas must be a non-negative integer, got {num_replicas!r}.")
+        app = self.apps.get(deployment_id.app_name)
+        if app is None:
+            raise ValueError(f"Application '{deployment_id.app_name}' not found")
+        if not app.external_scaler_enabled:
+            raise ExternalScalerDisabledError(
+                f"Cannot update replicas for deployment '{deployment_id.name}' in application "
+                f"'{deployment_id.app_name}'. The external scaling API can only be used when "
+                "'external_scaler_enabled' is set to true in the application configuration. Current value: "
+                "external_scaler_enabled=false. To use this API, redeploy your application with "
+                "'external_scaler_enabled: true' in the config."
+            )
+        state = self._deployments.get(deployment_id)
+        if state is None or deployment_id not in app.deployment_ids():
+            raise ValueError(f"Deployment '{deployment_id.name}' in application '{deployment_id.app_name}' not found")
+        if app.deleting or state.deleting:
+            raise DeploymentIsBeingDeletedError(f"Deployment '{deployment_id.name}' is being deleted.")
+        state.set_external_target(num_replicas)
+
+    def external_targets(self, name: str) -> Dict[str, int]:
+        """Deployment name -> the count an external scaler set, for the app's deployments that have one."""
+        app = self.apps.get(name)
+        if app is None:
+            return {}
+        out = {}
+        for dep_id in app.deployment_ids():
+            state = self._deployments.get(dep_id)
+            if state is not None and state.external_target is not None:
+                out[dep_id.name] = state.external_target
+        return out
+
     def routes(self) -> Dict[str, Dict[str, str]]:
         return {
             app.route_prefix: {"app_name": app.name, "deployment": app.ingress}
@@ -123,6 +172,24 @@ class ApplicationStateManager:
         if force or routes != self._last_routes:
             self._last_routes = routes
             self._on_routes_changed(routes)
+
+    def autoscale(self) -> None:
+        """One decision of each application-level policy, for the app's autoscaling deployments;
+        those deployments' own policies stand aside while it decides (call before their update)."""
+        for app in self.apps.values():
+            states = [(d, self._deployments.get(d)) for d in app.deployment_ids()]
+            owned = app.autoscaler is not None and app.autoscaler.loaded and not app.deleting
+            members = {}
+            for dep_id, state in states:
+                if state is None:
+                    continue
+                state.app_autoscaled = owned
+                inputs = state.autoscaling_inputs() if owned else None
+                if inputs is not None:
+                    members[dep_id] = inputs
+            if members:
+                for dep_id, target in app.autoscaler.decide(members).items():
+                    self._deployments.get(dep_id).target_num_replicas = target
 
     def update(self) -> None:
         for name, app in list(self.apps.items()):

@@ -162,6 +162,55 @@ def wrapped_policy(policy: AutoscalingPolicy) -> Callable[[AutoscalingContext], 
     return policies._apply_autoscaling_config(fn)
 
 
+def resolve_app_policy(policy: AutoscalingPolicy) -> Callable[[Dict[Any, AutoscalingContext]], Any]:
+    """An application-level policy, wrapped with Serve's per-deployment factors and delays."""
+    if policy.is_default_policy_function():
+        raise ValueError("An application-level autoscaling_policy must name a policy function.")
+    return policies._apply_app_level_autoscaling_config(resolve_policy(policy))
+
+
+class AppAutoscaler:
+    """One application's policy: each decision sees every autoscaling deployment of the app at once."""
+
+    def __init__(self, policy: AutoscalingPolicy, app_name: str) -> None:
+        self.policy = policy
+        self.app_name = app_name
+        try:
+            self._policy: Optional[Callable[[Dict[Any, AutoscalingContext]], Any]] = resolve_app_policy(policy)
+        except Exception:
+            logger.exception("Application autoscaling policy %r of app '%s' could not be loaded; each "
+                             "deployment uses its own policy.", policy.policy_function, app_name)
+            self._policy = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._policy is not None
+
+    def decide(self, members: Dict[Any, Tuple[AutoscalingState, List[str], Tuple[int, int]]],
+               now: Optional[float] = None) -> Dict[Any, int]:
+        """One decision for all *members* (deployment id -> (state, running replica ids,
+        capacity-adjusted bounds)); returns each one's (possibly new) target."""
+        now = time.time() if now is None else now
+        if self._policy is None or not members:
+            return {dep_id: st.target for dep_id, (st, _, _) in members.items()}
+        contexts = {dep_id: st.context(now, running, bounds) for dep_id, (st, running, bounds) in members.items()}
+        try:
+            decisions, states = self._policy(contexts)
+        except Exception:
+            logger.exception("Autoscaling policy of app '%s' raised; keeping the replica counts.", self.app_name)
+            return {dep_id: st.target for dep_id, (st, _, _) in members.items()}
+        out = {}
+        for dep_id, (st, _, _) in members.items():
+            st.policy_state = dict((states or {}).get(dep_id) or {})
+            ctx = contexts[dep_id]
+            if dep_id in decisions:
+                out[dep_id] = st.apply(decisions[dep_id], ctx.capacity_adjusted_min_replicas,
+                                       ctx.capacity_adjusted_max_replicas, now)
+            else:
+                out[dep_id] = st.target
+        return out
+
+
 class AutoscalingState:
     """Per-deployment decision state: load, custom metrics, policy and its state."""
 

@@ -53,6 +53,21 @@ class BuiltApplication:
     route_prefix: Optional[str]
     ingress: str
     deployments: List[DeploymentSpec]
+    # Replica counts are set from outside (`update_deployment_replicas`), not by Serve's autoscaler.
+    external_scaler_enabled: bool = False
+
+    def check_external_scaler(self) -> None:
+        """ValueError (Ray Serve's wording) if an external scaler is enabled while a deployment autoscales."""
+        if not self.external_scaler_enabled:
+            return
+        autoscaled = [s.name for s in self.deployments if s.config.get("autoscaling_config") is not None]
+        if autoscaled:
+            names = ", ".join(f'"{n}"' for n in autoscaled)
+            raise ValueError(
+                f"external_scaler_enabled is set to True, but the following deployment(s) have autoscaling "
+                f"configured: {names}. When using an external autoscaler, Serve's built-in autoscaling must "
+                "be disabled for all deployments in the application."
+            )
 
 
 def module_digest(obj: Any) -> str:
@@ -189,6 +204,7 @@ def build_app(
     merge_runtime_env: bool = False,
     logging_config: Optional[Dict[str, Any]] = None,
     version_inputs: Tuple[str, ...] = (),
+    external_scaler_enabled: bool = False,
 ) -> BuiltApplication:
     """Pickle every deployment of the graph rooted at `root` into complete specs.
 
@@ -196,7 +212,8 @@ def build_app(
     `merge_runtime_env`); `logging_config` (a LoggingConfig dump) is used by
     deployments that set none; `version_inputs` (e.g. import path, runtime_env)
     are part of every code_version. Raises TypeError if `root` is not an
-    Application, ValueError for a cycle or invalid options.
+    Application, ValueError for a cycle, invalid options, or autoscaling with
+    `external_scaler_enabled`.
     """
     if not isinstance(root, Application):
         raise TypeError(
@@ -231,4 +248,7 @@ def build_app(
                 def_name=getattr(dep.func_or_class, "__name__", ""),
             )
         )
-    return BuiltApplication(name=app_name, route_prefix=route_prefix, ingress=names[id(root)], deployments=specs)
+    built = BuiltApplication(name=app_name, route_prefix=route_prefix, ingress=names[id(root)], deployments=specs,
+                             external_scaler_enabled=bool(external_scaler_enabled))
+    built.check_external_scaler()
+    return built

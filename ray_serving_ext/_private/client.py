@@ -109,6 +109,10 @@ class ServeControllerClient:
         """The controller's `ServeStatus`, as it built it."""
         return self._get(self._controller.get_serve_status.remote())
 
+    def get_serve_details(self, source: Optional[str] = None) -> Dict[str, Any]:
+        """The instance as Ray Serve's `ServeInstanceDetails`, a JSON-ready dict."""
+        return self._get(self._controller.get_serve_instance_details.remote(source))
+
     def get_app_ingress(self, name: str) -> Optional[str]:
         return self._get(self._controller.get_app_ingress.remote(name))
 

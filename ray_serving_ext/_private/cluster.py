@@ -118,6 +118,14 @@ def current_actor_id() -> str:
     return ray.get_runtime_context().get_actor_id()
 
 
+def actor_id_of(handle: Any) -> Optional[str]:
+    """The hex id of the actor behind `handle` (None if it cannot be told)."""
+    try:
+        return handle._actor_id.hex()
+    except AttributeError:
+        return None
+
+
 def job_is_dead(job_id_hex: str) -> bool:
     """True if the job with this id has ended (False while it runs or is unknown)."""
     gcs = ray._private.worker.global_worker.gcs_client

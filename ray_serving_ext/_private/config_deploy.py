@@ -223,6 +223,7 @@ def build_app_locally(
             root, app.name, _route_prefix(app, root), runtime_env=env, merge_runtime_env=True,
             logging_config=None if app_logging is None else app_logging.model_dump(),
             version_inputs=_version_inputs(app.import_path, env),
+            external_scaler_enabled=app.external_scaler_enabled,
         )
     except (TypeError, ValueError) as exc:
         raise AppBuildError(f"Application '{app.name}': {_error_reason(exc)}") from None

@@ -14,14 +14,16 @@ import time
 from typing import Any, Dict, List, Optional
 
 
+from ray_serving_ext._private import details
 from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
 from ray_serving_ext._private.cluster import (
-    NodeSnapshotSource, exit_current_actor, job_is_dead, kill_actor, named_serve_actors,
+    NodeSnapshotSource, actor_id_of, current_actor_id, current_node_id, exit_current_actor, job_is_dead, kill_actor,
+    local_node_ip, named_serve_actors,
 )
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
-from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S
+from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, CONTROLLER_NAME
 from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
@@ -83,6 +85,8 @@ class ServeController:
             try:
                 self._apps.deploy(app["built"], app.get("config"))
                 self._apps.apps[app["built"].name].deployed_at = app.get("deployed_at", time.time())
+                for name, count in (app.get("external_targets") or {}).items():  # an external scaler's counts
+                    self._apps.set_replicas_externally(DeploymentID(name, app["built"].name), count)
             except Exception:  # one bad app must not keep the others from coming back
                 logger.exception("Could not restore application %s.", getattr(app.get("built"), "name", "?"))
         self._set_target_capacity(state.get("target_capacity"))
@@ -113,7 +117,8 @@ class ServeController:
             "owner_job_id": self._owner_job_id,
             "target_capacity": self._target_capacity,
             "applications": [
-                {"built": app.built, "config": app.config, "deployed_at": app.deployed_at}
+                {"built": app.built, "config": app.config, "deployed_at": app.deployed_at,
+                 "external_targets": self._apps.external_targets(app.name)}
                 for app in self._apps.apps.values()
                 if not app.deleting
             ],
@@ -134,6 +139,7 @@ class ServeController:
         # One look at the cluster per tick (re-read at most once a second), shared by
         # every manager, so none of them asks Ray itself.
         nodes = self._nodes.refresh(time.monotonic())
+        self._apps.autoscale()  # application-level policies decide before the deployments reconcile
         self._deployments.update(nodes)
         self._apps.update()
         if not self._shutting_down:
@@ -245,6 +251,35 @@ class ServeController:
             for dep_id, state in self._deployments.states.items()
             if dep_id.app_name == app_name
         }
+
+    async def update_deployment_replicas(self, deployment_id: Any, target_num_replicas: int) -> None:
+        """An external scaler sets a deployment's replica count (Ray Serve's controller method).
+
+        `deployment_id` is a DeploymentID or a `(name, app_name)` pair. Raises
+        ValueError for an unknown app or deployment, ExternalScalerDisabledError
+        when the app does not enable external scaling.
+        """
+        if not isinstance(deployment_id, DeploymentID):
+            name = getattr(deployment_id, "name", None)
+            app_name = getattr(deployment_id, "app_name", None)
+            if name is None:
+                name, app_name = deployment_id
+            deployment_id = DeploymentID(name, app_name)
+        self._apps.set_replicas_externally(deployment_id, target_num_replicas)
+        logger.info("External scaler set %s to %d replicas.", deployment_id, target_num_replicas)
+        await self._persist()
+
+    async def get_serve_instance_details(self, source: Optional[str] = None) -> Dict[str, Any]:
+        """The whole instance as Ray Serve's `ServeInstanceDetails` (JSON-ready dict);
+        only the applications of API type `source` ("imperative"/"declarative") if given."""
+        return details.instance_details(
+            apps=self._apps, deployments=self._deployments, proxies=self._proxies,
+            http_options=self._http_options, proxy_location=self._proxy_location,
+            target_capacity=self._target_capacity, started_at=self._started_at, actor_id_of=actor_id_of,
+            controller_info={"node_id": current_node_id(), "node_ip": local_node_ip(),
+                             "actor_id": current_actor_id(), "actor_name": CONTROLLER_NAME},
+            source=source,
+        )
 
     async def get_http_options(self) -> HTTPOptions:
         return self._http_options

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ray_serving_ext._private import metrics
 from ray_serving_ext._private.autoscaling import AutoscalingState
@@ -93,6 +93,8 @@ class DeploymentState:
         self.recovering = False
         self.capacity: Optional[float] = None  # target_capacity percent; None means 100
         self._unplaced_reason = ""  # why the last replica could not be started, if it could not
+        self.external_target: Optional[int] = None  # set by an external scaler until the next deploy
+        self.app_autoscaled = False  # its application's autoscaling_policy sets the target instead
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -106,6 +108,7 @@ class DeploymentState:
         self.version_key = new_key
         self.config = new_config
         self.deleting = False
+        self.external_target = None  # a deploy states the count again, as in Ray Serve
         self.target_num_replicas = self._initial_target(new_config)
         bundle_problem = _first_bundle_problem(new_config)
         if bundle_problem:  # the replica could never be placed: say so instead of waiting forever
@@ -125,7 +128,13 @@ class DeploymentState:
     def set_capacity(self, capacity: Optional[float]) -> None:
         self.capacity = capacity
         if self.config.autoscaling_config is None and not self.deleting:
-            self.target_num_replicas = self._scaled(int(self.config.num_replicas or 0))
+            base = self.external_target if self.external_target is not None else self.config.num_replicas
+            self.target_num_replicas = self._scaled(int(base or 0))
+
+    def set_external_target(self, num_replicas: int) -> None:
+        """An external scaler's replica count; it holds (scaled by target_capacity) until the next deploy."""
+        self.external_target = int(num_replicas)
+        self.target_num_replicas = self._scaled(self.external_target)
 
     def _initial_target(self, config: DeploymentConfig) -> int:
         auto = config.autoscaling_config
@@ -147,15 +156,24 @@ class DeploymentState:
         if self.autoscaling is not None and replica_id in self.replicas:
             self.autoscaling.custom.record(replica_id, stats, timestamp)
 
-    def autoscale(self) -> None:
-        """One autoscaling decision (no-op without autoscaling_config): the policy sees the
-        running replicas and the bounds at the current target_capacity."""
+    def autoscaling_inputs(self) -> Optional[Tuple[AutoscalingState, List[str], Tuple[int, int]]]:
+        """(state, running replica ids, bounds at the current target_capacity) for a
+        decision, or None when this deployment does not autoscale now."""
         if self.autoscaling is None or self.deleting or self.spec is None:
-            return
+            return None
         auto = self.autoscaling.config
         bounds = (self._scaled(auto.min_replicas), self._scaled(auto.max_replicas))
         running = [r.replica_id for r in self._records(ReplicaState.RUNNING)]
-        self.target_num_replicas = self.autoscaling.decide(running=running, bounds=bounds)
+        return self.autoscaling, running, bounds
+
+    def autoscale(self) -> None:
+        """One autoscaling decision by the deployment's own policy (no-op without
+        autoscaling_config, or while its application's policy decides for it)."""
+        inputs = None if self.app_autoscaled else self.autoscaling_inputs()
+        if inputs is None:
+            return
+        state, running, bounds = inputs
+        self.target_num_replicas = state.decide(running=running, bounds=bounds)
 
     def delete(self) -> None:
         self.deleting = True

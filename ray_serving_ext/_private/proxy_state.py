@@ -19,6 +19,7 @@ class ProxyRecord:
     def __init__(self, node_id: str, actor: Any) -> None:
         self.node_id = node_id
         self.actor = actor
+        self.actor_name = PROXY_NAME_PREFIX + node_id
         self.status = ProxyStatus.STARTING
         self.ready_ref: Any = PendingCall(actor.ready.remote())
         self.health_ref: Any = None

@@ -22,7 +22,7 @@ import traceback
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 
-from ray_serving_ext._private import metrics, tracing, transport
+from ray_serving_ext._private import metrics, ray_metrics_bridge, tracing, transport
 from ray_serving_ext._private.cluster import current_actor_id, current_node_id, get_controller, local_node_ip
 from ray_serving_ext._private.common import Request, RequestMetadata
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
@@ -75,6 +75,7 @@ class ReplicaActor:
         self._loop = get_router_loop()
         self._context = ReplicaContext(app_name, deployment_name, replica_id, replica_id)
         _set_replica_context(self._context)
+        ray_metrics_bridge.install()  # ray.util.metrics recorded by user code show up at /-/metrics too
         logging_config = self._config.logging_config
         self._access_log_enabled = logging_config is None or logging_config.enable_access_log
         self._log_path = configure_component_logger(

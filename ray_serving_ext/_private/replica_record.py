@@ -60,6 +60,8 @@ class ReplicaRecord:
         self.stop_deadline = 0.0
         self.liveness: Optional[PendingCall] = None
         self.placement_group: Any = None
+        self.actor_id: str = ""
+        self.log_path: str = ""
 
     # ---- starting ------------------------------------------------------------------
     def start(self, spec: Any, config: Dict[str, Any], ray_actor_options: Dict[str, Any],
@@ -119,6 +121,8 @@ class ReplicaRecord:
         self.port = meta.get("port")
         self.token = meta.get("token", "")
         self.model_ids = tuple(meta.get("model_ids", ()))
+        self.actor_id = meta.get("actor_id") or ""
+        self.log_path = meta.get("log_path") or ""
         return meta
 
     def mark_running(self) -> None:

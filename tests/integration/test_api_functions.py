@@ -63,9 +63,7 @@ def test_run_many_without_waiting_returns_usable_handles(serve_url):
     wait_for_condition(lambda: serve.status().applications["later"].status.value == "RUNNING", timeout=TIMEOUT)
 
 
-def test_run_rejects_external_scaler_and_bad_controller_options(serve_url):
-    with pytest.raises(NotImplementedError, match="external_scaler_enabled"):
-        serve.run(Echo.bind("e"), name="ext", external_scaler_enabled=True)
+def test_run_rejects_bad_controller_options(serve_url):
     with pytest.raises(ValueError):
         serve.run(Echo.bind("e"), name="ext", controller_options={"runtime_env": {"pip": ["x"]}})
     assert "ext" not in serve.status().applications

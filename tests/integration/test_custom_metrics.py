@@ -55,3 +55,43 @@ def test_custom_counter_counts_requests_with_serve_tags(serve_url):
     )
     assert counts[0].labels["deployment"] == "Counted"
     serve.delete(app)
+
+
+@serve.deployment
+class RayCounted:
+    """Uses Ray core's `ray.util.metrics`, as Ray Serve's docs show for custom metrics."""
+
+    def __init__(self, metric_name: str) -> None:
+        from ray.util import metrics as ray_metrics
+
+        self.hits = ray_metrics.Counter(metric_name, description="Requests seen.", tag_keys=("model",))
+        self.hits.set_default_tags({"model": "m2"})
+        self.depth = ray_metrics.Gauge(f"{metric_name}_depth", tag_keys=())
+        self.latency = ray_metrics.Histogram(f"{metric_name}_ms", boundaries=[1.0, 10.0])
+
+    def __call__(self, request) -> str:
+        self.hits.inc(2)
+        self.depth.set(3)
+        self.latency.observe(5)
+        return "ok"
+
+
+def test_ray_util_metrics_in_a_replica_show_up_too(serve_url):
+    app = f"raym-{uuid.uuid4().hex[:8]}"
+    name = f"ray_hits_{uuid.uuid4().hex[:8]}"
+    serve.run(RayCounted.bind(name), name=app, route_prefix="/raym")
+    n = 4
+    for _ in range(n):
+        assert requests.get(f"{serve_url}/raym", timeout=10).text == "ok"
+    samples = wait_for_condition(
+        lambda: [s for s in _samples(serve_url, f"ray_{name}_total") if s.value == 2 * n],
+        timeout=20, message=f"ray_{name}_total == {2 * n} at /-/metrics",
+    )
+    assert samples[0].labels["model"] == "m2"
+    assert samples[0].labels["deployment"] == "RayCounted"
+    assert samples[0].labels["application"] == app
+    gauge = wait_for_condition(lambda: _samples(serve_url, f"ray_{name}_depth"), timeout=20)
+    assert gauge[0].value == 3
+    wait_for_condition(lambda: [s for s in _samples(serve_url, f"ray_{name}_ms_count") if s.value == n], timeout=20,
+                       message="histogram count == n")
+    serve.delete(app)

@@ -100,7 +100,6 @@ def test_run_many_target_checks() -> None:
                         serve.RunTarget(_D.bind(), name="a", route_prefix="/b")])
     with pytest.raises(ValueError):
         _check_targets([serve.RunTarget(_D.bind(), name="a", route_prefix="no-slash")])
-    with pytest.raises(NotImplementedError, match="external_scaler_enabled"):
-        _check_targets([serve.RunTarget(_D.bind(), name="a", external_scaler_enabled=True)])
+    _check_targets([serve.RunTarget(_D.bind(), name="a", external_scaler_enabled=True)])
     _check_targets([serve.RunTarget(_D.bind(), name="a", route_prefix="/a"),
                     serve.RunTarget(_D.bind(), name="b", route_prefix=None)])
