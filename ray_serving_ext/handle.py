@@ -167,10 +167,10 @@ class DeploymentHandle:
             request = Request(STREAM if stream else UNARY, metadata, call_args, call_kwargs)
             router = get_router_registry().get(deployment_id, loop)
             if trace_parent is not None:
-                # A unary call's routing span lasts until its result is in (call_unary's retries included).
-                route = router.assign_request if stream else router.call_unary
-                return await tracing.traced_routing(route, deployment_id.name, deployment_id.app_name,
-                                                    trace_parent)(request)
+                # Each routing (each attempt of a unary call) in a span under the caller's.
+                assign = tracing.traced_routing(router.assign_request, deployment_id.name, deployment_id.app_name,
+                                                trace_parent)
+                return await (assign(request) if stream else router.call_unary(request, assign))
             if stream:
                 return await router.assign_request(request)
             return await router.call_unary(request)

@@ -230,10 +230,15 @@ class Router:
             raise DeploymentUnavailableError(self.deployment_id, "WebSockets need the direct transport")
         return RayCall.send(replica, request, self._loop)
 
-    async def call_unary(self, request: Request) -> Any:
-        """Send a unary request and wait for its result; a request lost before it started is retried."""
+    async def call_unary(self, request: Request, assign: Optional[Callable[[Request], Any]] = None) -> Any:
+        """Send a unary request and wait for its result; a request lost before it started is retried.
+
+        `assign` (default: `assign_request`) routes each attempt; tracing passes
+        it wrapped in a span.
+        """
+        assign = assign or self.assign_request
         for attempt in range(3):
-            call = await self.assign_request(request)
+            call = await assign(request)
             try:
                 return await call.result()
             except transport.ReplicaUnavailableError as exc:

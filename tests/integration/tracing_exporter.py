@@ -34,6 +34,8 @@ def _span_record(span: Any) -> Dict[str, Any]:
         "status": span.status.status_code.name,
         "attributes": dict(span.attributes or {}),
         "events": [event.name for event in span.events],
+        "start": span.start_time,
+        "end": span.end_time,
     }
 
 
