@@ -393,8 +393,10 @@ class ReplicaActor:
                     await response(scope, receive, send)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             logger.error("Request %s failed:\n%s", meta.request_id, traceback.format_exc())
+            if tracing.enabled:  # answered as a 500, so it never reaches end_replica_span: record it here
+                tracing.record_exception(exc)
             if outcome.status is None:
                 outcome.status = 500
                 emit(plain_response_messages(500, f"Internal Server Error (request id: {meta.request_id})"))

@@ -373,6 +373,13 @@ def end_replica_span(span: ServeSpan, meta: Any, deployment: str, status: str, h
     span.end(exc if isinstance(exc, Exception) else None, escaped=False)
 
 
+def record_exception(exc: BaseException) -> None:
+    """Record the user's `exc` on the current (replica) span, as not escaping Serve."""
+    from opentelemetry import trace
+
+    trace.get_current_span().record_exception(exc, escaped=False)
+
+
 def _protocol_attributes(meta: Any, deployment: str, status: Any) -> Dict[str, Any]:
     """OpenTelemetry's http.* attributes for HTTP requests, rpc.* for handle calls."""
     if meta.is_http_request:

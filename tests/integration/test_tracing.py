@@ -195,6 +195,7 @@ def test_a_failed_request_is_an_error_span(sampled_url, app_name):
     proxy, replica = spans["proxy_http_request"], spans["replica_handle_request"]
     assert (proxy["status"], proxy["attributes"]["http.status_code"]) == ("ERROR", 500)
     assert replica["attributes"]["http.status_code"] == 500
+    assert replica["events"] == ["exception"]  # the user's error, recorded on the replica's span
 
 
 def test_sampling_ratio_zero_exports_only_sampled_parents(start_traced):
