@@ -40,6 +40,7 @@ logger = logging.getLogger("ray_serving_ext.tracing")
 
 # Whether this process records spans. Read on every request: keep it a plain bool.
 enabled = False
+_provider: Any = None
 _tracer: Any = None
 
 # The exporter used when tracing is enabled with an empty import path.
@@ -89,7 +90,7 @@ def setup_tracing(component: str, component_id: str, config: Optional[TracingCon
     exported too. Raises ImportError without OpenTelemetry, TypeError for an
     exporter that breaks the contract.
     """
-    global enabled, _tracer
+    global enabled, _provider, _tracer
     settings = resolve_settings(config)
     if settings is None:
         enabled = False
@@ -107,7 +108,7 @@ def setup_tracing(component: str, component_id: str, config: Optional[TracingCon
     # Global so user spans reach the exporter; OpenTelemetry allows this once per
     # process, and a replica or proxy is one process, so it is ours to set.
     trace.set_tracer_provider(provider)
-    _tracer = provider.get_tracer("ray_serving_ext")
+    _provider, _tracer = provider, provider.get_tracer("ray_serving_ext")
     enabled = True
     logger.info("Tracing enabled (exporter %s, sampling ratio %s).", path, ratio)
     return True
@@ -115,20 +116,15 @@ def setup_tracing(component: str, component_id: str, config: Optional[TracingCon
 
 def flush() -> None:
     """Export the spans processors still buffer (before a proxy or replica exits)."""
-    if enabled:
-        from opentelemetry import trace
-
-        force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
-        if force_flush is not None:
-            force_flush()
+    if _provider is not None:
+        _provider.force_flush()
 
 
 def disable_tracing() -> None:
     """Flush, then stop recording spans in this process."""
-    global enabled, _tracer
+    global enabled, _provider, _tracer
     flush()
-    enabled = False
-    _tracer = None
+    enabled, _provider, _tracer = False, None, None
 
 
 def spans_file_name(component: str, component_id: str) -> str:

@@ -9,6 +9,7 @@ shuts it down, so the shared instance is started afresh by the next file.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from typing import Any, Dict, List
@@ -220,3 +221,26 @@ def test_tracing_disabled_sets_up_nothing(start_traced):
     # Tracing is set up before a proxy or replica serves its first request.
     assert tracing_exporter.setup_markers() == []
     assert tracing_exporter.read_spans() == []
+
+
+def test_enabled_without_an_exporter_path_writes_json_spans_to_the_logs_dir(start_traced):
+    from ray_serving_ext._private.logging_utils import serve_logs_dir
+
+    url = start_traced(enabled=True, exporter_import_path="", sampling_ratio=1.0)
+    serve.run(traced_echo.bind(), name="echo", route_prefix="/")
+    request_id = _get(url).request_id
+    spans_dir = os.path.join(serve_logs_dir(), "spans")
+
+    def files_with_the_request() -> List[str]:
+        names = sorted(os.listdir(spans_dir)) if os.path.isdir(spans_dir) else []
+        found = []
+        for name in names:
+            with open(os.path.join(spans_dir, name), encoding="utf-8") as f:
+                if request_id in f.read():
+                    found.append(name)
+        return found if len(found) == 2 else []
+
+    files = wait_for_condition(files_with_the_request, timeout=20)
+    # One file per process: the proxy's (proxy and routing spans) and the replica's.
+    assert any(n.startswith("proxy_") for n in files) and any(n.startswith("replica_echo_traced_echo") for n in files)
+    assert all(n.endswith("_tracing.json") for n in files)
