@@ -49,7 +49,6 @@ _NOT_YET_NAMES = {
         "GangSchedulingConfig", "RequestRouterConfig",
         "TracingConfig", "CeleryAdapterConfig",
         "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
-    "ray.serve.handle": ["ObjectRefGenerator", "DeploymentBroadcastResponse"],
     "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
                                  "RequestRouter", "RunningReplica"],
     "ray.serve.autoscaling_policy": ["PrometheusScalar", "PrometheusSample", "PrometheusVector",
