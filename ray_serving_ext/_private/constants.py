@@ -81,6 +81,16 @@ def default_log_encoding() -> str:
     return "JSON" if _env_str("RAY_SERVE_LOG_ENCODING") == "JSON" else "TEXT"
 
 
+def prometheus_host() -> str:
+    """The Prometheus server autoscaling policies query by default: ``$RAY_PROMETHEUS_HOST`` ('' if unset)."""
+    return _env_str("RAY_PROMETHEUS_HOST") or ""
+
+
+def prometheus_headers() -> str:
+    """HTTP headers for Prometheus queries, JSON-encoded: ``$RAY_PROMETHEUS_HEADERS`` (default ``{}``)."""
+    return _env_str("RAY_PROMETHEUS_HEADERS") or "{}"
+
+
 def default_ray_address() -> str:
     """The CLI's default cluster address: ``$RAY_ADDRESS``, else ``auto``."""
     return _env_str("RAY_ADDRESS") or "auto"
