@@ -62,6 +62,12 @@ SLOW_STARTUP_WARNING_S = _env_float("RAY_SERVE_SLOW_STARTUP_WARNING_S", 30.0)
 # Proxies are health-checked this often.
 PROXY_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", 5.0)
 
+# The controller's admin HTTP API (instance details, external scaling): host and port.
+# Port 0 (the default) serves none. Set them in the controller's environment, e.g.
+# ControllerOptions(runtime_env={"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": "8266"}}).
+ADMIN_HOST = _env_str("RAY_SERVE_EXT_ADMIN_HOST", "127.0.0.1")
+ADMIN_PORT = _env_int("RAY_SERVE_EXT_ADMIN_PORT", 0)
+
 # Default resources of a replica when ray_actor_options does not say (as Ray Serve).
 DEFAULT_REPLICA_NUM_CPUS = 1.0
 
