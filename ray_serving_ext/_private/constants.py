@@ -46,6 +46,16 @@ METRICS_PUSH_INTERVAL_S = _env_float("RAY_SERVE_EXT_METRICS_PUSH_INTERVAL_S", 1.
 # Bound on one config-file build task (a runtime_env with pip packages can take minutes).
 CONFIG_BUILD_TIMEOUT_S = _env_float("RAY_SERVE_CONFIG_BUILD_TIMEOUT_S", 600.0)
 
+# Flow control on the data path (bytes, per stream). A response stream (HTTP body,
+# handle stream, WebSocket messages to the client) has at most STREAM_WINDOW_BYTES
+# sent by the replica and not yet taken by the caller; messages to a running request
+# (a streamed request body, a WebSocket client's messages) at most INBOUND_WINDOW_BYTES
+# not yet read by the replica. A request body larger than BODY_STREAM_THRESHOLD_BYTES
+# is streamed to the replica under that window instead of read whole by the proxy.
+STREAM_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_STREAM_WINDOW_BYTES", 2 * 1024 * 1024)
+INBOUND_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_INBOUND_WINDOW_BYTES", 2 * 1024 * 1024)
+BODY_STREAM_THRESHOLD_BYTES = _env_int("RAY_SERVE_EXT_BODY_STREAM_THRESHOLD_BYTES", 2 * 1024 * 1024)
+
 # How often the controller's reconcile loop runs.
 CONTROL_LOOP_INTERVAL_S = _env_float("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", 0.1)
 # A long-poll call returns after this long even when nothing changed.

@@ -228,6 +228,8 @@ class Router:
             return conn.request(request)
         if request.kind == transport.WEBSOCKET:
             raise DeploymentUnavailableError(self.deployment_id, "WebSockets need the direct transport")
+        if request.kind == transport.HTTP and request.body is None:
+            raise DeploymentUnavailableError(self.deployment_id, "A streamed request body needs the direct transport")
         return RayCall.send(replica, request, self._loop)
 
     async def broadcast(self, request: Request) -> List[Any]:
