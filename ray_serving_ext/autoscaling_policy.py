@@ -17,10 +17,13 @@ import math
 import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from ray_serving_ext._private.prometheus_query import (
+    PrometheusQueryMixin, PrometheusSample, PrometheusScalar, PrometheusVector,
+)
 from ray_serving_ext.config import AutoscalingConfig, AutoscalingContext
 
-__all__ = ["AutoscalingConfig", "AutoscalingContext", "default_autoscaling_policy",
-           "replica_queue_length_autoscaling_policy"]
+__all__ = ["AutoscalingConfig", "AutoscalingContext", "PrometheusQueryMixin", "PrometheusSample", "PrometheusScalar",
+           "PrometheusVector", "default_autoscaling_policy", "replica_queue_length_autoscaling_policy"]
 
 Decision = Tuple[Union[int, float], Dict[str, Any]]
 PolicyFn = Callable[[AutoscalingContext], Decision]

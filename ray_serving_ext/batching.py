@@ -12,6 +12,12 @@ when it is full or when `batch_wait_timeout_s` has passed since its first
 item arrived. If the function raises, every caller in that batch gets the
 exception. The limits can be changed at run time (e.g. from `reconfigure`)
 with `set_max_batch_size` / `set_batch_wait_timeout_s` on the decorated method.
+
+An `async def` generator streams: each value it yields is a list with one
+entry per caller, and each caller iterates its own entries. An entry that is
+`StopIteration` (or `StopAsyncIteration`) ends that caller's stream while the
+others go on. As in Ray Serve, a batch holding requests for several
+multiplexed models is split into one call per model id.
 """
 
 from __future__ import annotations
@@ -19,16 +25,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
+
+from ray_serving_ext.context import get_multiplexed_model_id
+
+_STREAM_END = (StopIteration, StopAsyncIteration)
 
 
 class _Item:
-    __slots__ = ("args", "kwargs", "future")
+    """One caller's arguments; its future (cancelled when the caller goes away) and,
+    for a streaming batch function, the queue its values arrive on."""
 
-    def __init__(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], future: asyncio.Future) -> None:
+    __slots__ = ("args", "kwargs", "future", "stream", "model_id")
+
+    def __init__(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], future: asyncio.Future,
+                 stream: Optional[asyncio.Queue] = None) -> None:
         self.args = args
         self.kwargs = kwargs
         self.future = future
+        self.stream = stream
+        self.model_id = get_multiplexed_model_id()
 
 
 class _BatchQueue:
@@ -99,26 +115,86 @@ class _BatchQueue:
                 await self._call(batch)
 
     async def _call(self, batch: List[_Item]) -> None:
+        groups: Dict[str, List[_Item]] = {}
+        for item in batch:  # one call per multiplexed model, as Ray Serve splits a batch
+            groups.setdefault(item.model_id, []).append(item)
+        if len(groups) == 1:
+            await self._call_one(batch)
+        else:
+            await asyncio.gather(*[self._call_one(group) for group in groups.values()])
+
+    async def _call_one(self, batch: List[_Item]) -> None:
         n_args = len(batch[0].args)
         if any(len(item.args) != n_args or item.kwargs.keys() != batch[0].kwargs.keys() for item in batch):
             _fail_all(batch, TypeError("All calls to a @serve.batch function must pass the same arguments."))
             return
         args = [[item.args[i] for item in batch] for i in range(n_args)]
         kwargs = {k: [item.kwargs[k] for item in batch] for k in batch[0].kwargs}
+        if batch[0].stream is not None:
+            await _stream_results(self._handler(*args, **kwargs), batch)
+            return
         try:
-            results = await self._handler(*args, **kwargs)
-            results = list(results)
-            if len(results) != len(batch):
-                raise TypeError(
-                    f"@serve.batch function returned {len(results)} results for a batch of {len(batch)} inputs; "
-                    "it must return one result per input, in order."
-                )
+            results = _checked(await self._handler(*args, **kwargs), len(batch))
         except Exception as exc:  # every caller of this batch sees the failure
             _fail_all(batch, exc)
             return
         for item, result in zip(batch, results):
             if not item.future.done():
                 item.future.set_result(result)
+
+
+def _checked(results: Any, n: int) -> List[Any]:
+    results = list(results)
+    if len(results) != n:
+        raise TypeError(
+            f"@serve.batch function returned {len(results)} results for a batch of {n} inputs; "
+            "it must return one result per input, in order."
+        )
+    return results
+
+
+_END = object()
+
+
+async def _stream_results(generator: Any, batch: List[_Item]) -> None:
+    """Hand each yielded list out, entry i to caller i; end each caller's stream when
+    its entry is a StopIteration sentinel or the generator ends; an error reaches all."""
+    open_items = set(range(len(batch)))
+    try:
+        async for results in generator:
+            for i, result in enumerate(_checked(results, len(batch))):
+                if i not in open_items:
+                    continue
+                if result in _STREAM_END or batch[i].future.done():  # the caller stopped, or went away
+                    open_items.discard(i)
+                    batch[i].stream.put_nowait((_END, None))
+                else:
+                    batch[i].stream.put_nowait((True, result))
+            if not open_items:
+                break
+    except Exception as exc:
+        for i in open_items:
+            batch[i].stream.put_nowait((False, exc))
+        return
+    finally:
+        await generator.aclose()
+    for i in open_items:
+        batch[i].stream.put_nowait((_END, None))
+
+
+async def _read_stream(item: _Item) -> AsyncIterator[Any]:
+    """One caller's values from a streaming batch; leaving early tells the batch it went away."""
+    try:
+        while True:
+            kind, value = await item.stream.get()
+            if kind is _END:
+                return
+            if kind is False:
+                raise value
+            yield value
+    finally:
+        if not item.future.done():
+            item.future.cancel()
 
 
 def _first_arg(item: _Item) -> Any:
@@ -130,7 +206,9 @@ def _first_arg(item: _Item) -> Any:
 
 def _fail_all(batch: List[_Item], exc: BaseException) -> None:
     for item in batch:
-        if not item.future.done():
+        if item.stream is not None:
+            item.stream.put_nowait((False, exc))
+        elif not item.future.done():
             item.future.set_exception(exc)
 
 
@@ -179,13 +257,15 @@ def batch(
     whose size (`batch_size_fn(list_of_items)`) is at most `max_batch_size`: an
     item that would overflow the batch waits for the next one, and an item too
     big on its own fails its caller with RuntimeError. As in Ray Serve 2.60 the
-    function must be `async def` (a TypeError otherwise).
+    function must be `async def`, or an `async def` generator to stream (a
+    TypeError otherwise).
     """
     options = (max_batch_size, batch_wait_timeout_s, max_concurrent_batches, batch_size_fn)
     _BatchConfig(*options)  # bad options raise here, before any function is decorated
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-        if not inspect.iscoroutinefunction(func):
+        streaming = inspect.isasyncgenfunction(func)
+        if not inspect.iscoroutinefunction(func) and not streaming:
             raise TypeError("Functions decorated with @serve.batch must be 'async def'")
         config = _BatchConfig(*options)
         is_method = next(iter(inspect.signature(func).parameters), None) == "self"
@@ -200,13 +280,24 @@ def batch(
                 queue = queues[key] = _BatchQueue(handler, config)
             return queue
 
-        @functools.wraps(func)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def enqueue(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> _Item:
             owner = args[0] if is_method else None
             call_args = args[1:] if is_method else args
-            future = asyncio.get_running_loop().create_future()
-            queue_for(owner).put(_Item(call_args, kwargs, future))
-            return await future
+            item = _Item(call_args, kwargs, asyncio.get_running_loop().create_future(),
+                         asyncio.Queue() if streaming else None)
+            queue_for(owner).put(item)
+            return item
+
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await enqueue(args, kwargs).future
+
+        @functools.wraps(func)
+        def stream_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            return _read_stream(enqueue(args, kwargs))
+
+        if streaming:
+            wrapper = stream_wrapper  # type: ignore[assignment]
 
         wrapper.set_max_batch_size = config.set_max_batch_size  # type: ignore[attr-defined]
         wrapper.set_batch_wait_timeout_s = config.set_batch_wait_timeout_s  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import ray
+from ray import ObjectRefGenerator  # re-exported, as Ray Serve's handle module does
 
 from ray_serving_ext._private import tracing
 from ray_serving_ext._private.common import STREAM, UNARY, DeploymentID, Request, RequestMetadata, new_request_id
@@ -184,6 +185,31 @@ class DeploymentHandle:
         return DeploymentResponse(pending, metadata.request_id, loop)
 
 
+    def broadcast(self, method_name: str, *args: Any, **kwargs: Any) -> "DeploymentBroadcastResponse":
+        """Call `method_name` on every running replica of the deployment at once.
+
+        For infrequent control-plane calls (cache resets, config reloads):
+        max_queued_requests does not apply and no request waits for room.
+        Only replicas running when it is called are included.
+        """
+        loop = get_router_loop()
+        metadata = RequestMetadata(
+            request_id=_current_request_id() or new_request_id(), app_name=self.app_name,
+            call_method=method_name, is_streaming=False,
+            multiplexed_model_id=self._options.multiplexed_model_id, session_id=self._options.session_id or "",
+        )
+        deployment_id = self._deployment_id
+
+        async def run() -> List[Any]:
+            call_args, call_kwargs = await _resolve_responses(args, kwargs)
+            router = get_router_registry().get(deployment_id, loop)
+            calls = await router.broadcast(Request(UNARY, metadata, call_args, call_kwargs))
+            return list(await asyncio.gather(*[c.result() for c in calls], return_exceptions=True))
+
+        pending = loop.create_task(run()) if in_loop(loop) else asyncio.run_coroutine_threadsafe(run(), loop)
+        return DeploymentBroadcastResponse(pending, metadata.request_id, loop)
+
+
 class _ResponseBase:
     def __init__(self, pending: Any, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
         # An asyncio.Task on the router loop, or a concurrent Future when sent from elsewhere.
@@ -256,6 +282,42 @@ class DeploymentResponse(_ResponseBase):
         return ray.put(self._wait_sync(timeout_s))
 
 
+class DeploymentBroadcastResponse(_ResponseBase):
+    """The results of `handle.broadcast()`: one per replica, in no particular order."""
+
+    def results(self, *, timeout_s: Optional[float] = None, return_exceptions: bool = False) -> List[Any]:
+        """Block until every replica answered; raise the first replica error unless
+        `return_exceptions`, which puts errors in the list. TimeoutError past `timeout_s`."""
+        if timeout_s is not None and timeout_s < 0:
+            raise ValueError("timeout_s must be None or non-negative.")
+        try:
+            values = self._wait_sync(timeout_s)
+        except TimeoutError:
+            raise TimeoutError("Timed out waiting for broadcast results.") from None
+        return _pick(values, return_exceptions)
+
+    async def results_async(self, *, timeout_s: Optional[float] = None, return_exceptions: bool = False) -> List[Any]:
+        """`results()` for async callers."""
+        if timeout_s is not None and timeout_s < 0:
+            raise ValueError("timeout_s must be None or non-negative.")
+        try:
+            values = await asyncio.wait_for(self._wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError("Timed out waiting for broadcast results.") from None
+        return _pick(values, return_exceptions)
+
+    def __repr__(self) -> str:
+        return "DeploymentBroadcastResponse()"
+
+
+def _pick(values: List[Any], return_exceptions: bool) -> List[Any]:
+    if not return_exceptions:
+        for value in values:
+            if isinstance(value, BaseException):
+                raise value
+    return values
+
+
 class DeploymentResponseGenerator(_ResponseBase):
     """The stream returned by `handle.options(stream=True).remote()`: iterate it, sync or async."""
 
@@ -323,4 +385,5 @@ async def _next_item(call: Any) -> Any:
         return _DONE
 
 
-__all__ = ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator", "RayServeException"]
+__all__ = ["DeploymentBroadcastResponse", "DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator",
+           "ObjectRefGenerator", "RayServeException"]

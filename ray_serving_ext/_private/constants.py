@@ -46,6 +46,16 @@ METRICS_PUSH_INTERVAL_S = _env_float("RAY_SERVE_EXT_METRICS_PUSH_INTERVAL_S", 1.
 # Bound on one config-file build task (a runtime_env with pip packages can take minutes).
 CONFIG_BUILD_TIMEOUT_S = _env_float("RAY_SERVE_CONFIG_BUILD_TIMEOUT_S", 600.0)
 
+# Flow control on the data path (bytes, per stream). A response stream (HTTP body,
+# handle stream, WebSocket messages to the client) has at most STREAM_WINDOW_BYTES
+# sent by the replica and not yet taken by the caller; messages to a running request
+# (a streamed request body, a WebSocket client's messages) at most INBOUND_WINDOW_BYTES
+# not yet read by the replica. A request body larger than BODY_STREAM_THRESHOLD_BYTES
+# is streamed to the replica under that window instead of read whole by the proxy.
+STREAM_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_STREAM_WINDOW_BYTES", 2 * 1024 * 1024)
+INBOUND_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_INBOUND_WINDOW_BYTES", 2 * 1024 * 1024)
+BODY_STREAM_THRESHOLD_BYTES = _env_int("RAY_SERVE_EXT_BODY_STREAM_THRESHOLD_BYTES", 2 * 1024 * 1024)
+
 # How often the controller's reconcile loop runs.
 CONTROL_LOOP_INTERVAL_S = _env_float("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", 0.1)
 # A long-poll call returns after this long even when nothing changed.
@@ -67,6 +77,12 @@ PROXY_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"
 TRACING_EXPORTER_IMPORT_PATH = _env_str("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", "")
 TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
 
+# The controller's admin HTTP API (instance details, external scaling): host and port.
+# Port 0 (the default) serves none. Set them in the controller's environment, e.g.
+# ControllerOptions(runtime_env={"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": "8266"}}).
+ADMIN_HOST = _env_str("RAY_SERVE_EXT_ADMIN_HOST", "127.0.0.1")
+ADMIN_PORT = _env_int("RAY_SERVE_EXT_ADMIN_PORT", 0)
+
 # Default resources of a replica when ray_actor_options does not say (as Ray Serve).
 DEFAULT_REPLICA_NUM_CPUS = 1.0
 
@@ -84,6 +100,16 @@ STORAGE_OPTIONS_ENV = "RAY_SERVE_EXT_CHECKPOINT_STORAGE_OPTIONS"
 def default_log_encoding() -> str:
     """``JSON`` if ``$RAY_SERVE_LOG_ENCODING`` says so (as in Ray Serve), else ``TEXT``."""
     return "JSON" if _env_str("RAY_SERVE_LOG_ENCODING") == "JSON" else "TEXT"
+
+
+def prometheus_host() -> str:
+    """The Prometheus server autoscaling policies query by default: ``$RAY_PROMETHEUS_HOST`` ('' if unset)."""
+    return _env_str("RAY_PROMETHEUS_HOST") or ""
+
+
+def prometheus_headers() -> str:
+    """HTTP headers for Prometheus queries, JSON-encoded: ``$RAY_PROMETHEUS_HEADERS`` (default ``{}``)."""
+    return _env_str("RAY_PROMETHEUS_HEADERS") or "{}"
 
 
 def default_ray_address() -> str:

@@ -14,7 +14,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 
-from ray_serving_ext._private import details
+from ray_serving_ext._private import admin_server, details
+from ray_serving_ext._private.admin_server import AdminServer
 from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
@@ -23,7 +24,7 @@ from ray_serving_ext._private.cluster import (
     local_node_ip, named_serve_actors,
 )
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
-from ray_serving_ext._private.constants import CONTROL_LOOP_INTERVAL_S, CONTROLLER_NAME
+from ray_serving_ext._private.constants import ADMIN_HOST, ADMIN_PORT, CONTROL_LOOP_INTERVAL_S, CONTROLLER_NAME
 from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
@@ -72,6 +73,9 @@ class ServeController:
         self._target_capacity: Optional[float] = None
         self._recovered = self._recover()
         self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
+        self._admin = AdminServer(admin_server.build_app(self.get_serve_instance_details, self._scale_externally),
+                                  ADMIN_HOST, ADMIN_PORT)
+        self._admin.start()
 
     # ---- recovery ----------------------------------------------------------------------
     def _recover(self) -> bool:
@@ -252,6 +256,11 @@ class ServeController:
             if dep_id.app_name == app_name
         }
 
+    async def _scale_externally(self, deployment_id: DeploymentID, target_num_replicas: int) -> None:
+        self._apps.set_replicas_externally(deployment_id, target_num_replicas)
+        logger.info("External scaler set %s to %d replicas.", deployment_id, target_num_replicas)
+        await self._persist()
+
     async def update_deployment_replicas(self, deployment_id: Any, target_num_replicas: int) -> None:
         """An external scaler sets a deployment's replica count (Ray Serve's controller method).
 
@@ -265,9 +274,7 @@ class ServeController:
             if name is None:
                 name, app_name = deployment_id
             deployment_id = DeploymentID(name, app_name)
-        self._apps.set_replicas_externally(deployment_id, target_num_replicas)
-        logger.info("External scaler set %s to %d replicas.", deployment_id, target_num_replicas)
-        await self._persist()
+        await self._scale_externally(deployment_id, target_num_replicas)
 
     async def get_serve_instance_details(self, source: Optional[str] = None) -> Dict[str, Any]:
         """The whole instance as Ray Serve's `ServeInstanceDetails` (JSON-ready dict);
@@ -347,6 +354,7 @@ class ServeController:
     async def graceful_shutdown(self, timeout_s: float = 60.0) -> bool:
         """Delete every application, stop proxies; True when all replicas are gone in time."""
         self._begin_shutdown()
+        await self._admin.stop()
         refs = self._proxies.shutdown()
         deadline = time.monotonic() + timeout_s
         while self._deployments.num_replicas() > 0 and time.monotonic() < deadline:

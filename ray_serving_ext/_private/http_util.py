@@ -131,3 +131,30 @@ class BufferedReceive:
 
     def disconnect(self) -> None:
         self._disconnected.set()
+
+
+class StreamedReceive:
+    """An ASGI receive() over a body that arrives in chunks (`next_message()`), then waits for disconnect.
+
+    Each call returns the caller's next `http.request` chunk as it comes, so
+    the app reads the body at its own pace; reading it is what gives the
+    sender credit for more (flow control). After the last chunk (or an
+    `http.disconnect` from the caller) it behaves as BufferedReceive.
+    """
+
+    def __init__(self, next_message: Callable[[], Awaitable[Message]]) -> None:
+        self._next = next_message
+        self._body_done = False
+        self._disconnected = asyncio.Event()
+
+    async def __call__(self) -> Message:
+        if not self._body_done:
+            message = await self._next()
+            if message.get("type") != "http.request" or not message.get("more_body", False):
+                self._body_done = True
+            return message
+        await self._disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    def disconnect(self) -> None:
+        self._disconnected.set()

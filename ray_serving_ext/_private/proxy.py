@@ -19,9 +19,10 @@ from ray_serving_ext._private import metrics, tracing, transport
 from ray_serving_ext._private.cluster import get_controller
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
-from ray_serving_ext._private.constants import REQUEST_ID_HEADER
+from ray_serving_ext._private.constants import REQUEST_ID_HEADER, USE_DIRECT_TRANSPORT
 from ray_serving_ext._private.http_util import forwardable_scope, retry_after_headers, send_plain, uvicorn_ssl_kwargs
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
+from ray_serving_ext._private.request_body import BodyPump, read_body_head
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
 from ray_serving_ext.config import HTTPOptions, TracingConfig
@@ -187,7 +188,11 @@ class ProxyASGIApp:
         answer 408/503/... itself); with `traced`, each routing gets its own span."""
         prefix, app_name, deployment = match
         rid_header = [(REQUEST_ID_HEADER, request_id)]
-        body = await _read_body(receive)
+        if USE_DIRECT_TRANSPORT:  # a long body is streamed to the replica under flow control
+            body, more, gone = await read_body_head(receive)
+        else:  # Ray actor calls take the whole body
+            body, more, gone = await _read_body(receive), False, False
+        pump = BodyPump(receive, body if more else None, gone)
         meta = RequestMetadata(
             request_id=request_id, app_name=app_name, route=prefix,
             http_method=scope.get("method", ""), is_http_request=True,
@@ -196,9 +201,10 @@ class ProxyASGIApp:
         router = self._router(DeploymentID(deployment, app_name))
         assign = tracing.traced_routing(router.assign_request, deployment, app_name) if traced \
             else router.assign_request
-        state = _RequestState(Request(transport.HTTP, meta, scope=forwardable_scope(scope, prefix), body=body), assign)
+        state = _RequestState(Request(transport.HTTP, meta, scope=forwardable_scope(scope, prefix),
+                                      body=None if more else body), pump, assign)
         forward = asyncio.ensure_future(self._forward_with_retry(router, state, send))
-        disconnect = asyncio.ensure_future(_wait_for_disconnect(receive))
+        disconnect = asyncio.ensure_future(pump.run())
         try:
             done, _ = await asyncio.wait(
                 {forward, disconnect}, timeout=self.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -245,12 +251,14 @@ class ProxyASGIApp:
                 return
             except _ReplicaDied as exc:
                 retryable = not exc.request_started or state.request.scope.get("method", "GET") in _IDEMPOTENT
-                if state.started or not retryable or attempt == 2:
+                # A streamed body went (in part) to the lost replica and cannot be sent again.
+                if state.started or not retryable or attempt == 2 or state.pump.streams_body:
                     raise
                 logger.warning("Replica died before answering request %s; retrying.", state.meta.request_id)
 
     async def _forward(self, router: Router, state: "_RequestState", send: Any) -> None:
         call = await state.assign(state.request)
+        state.pump.attach(call)
         try:
             async for messages in call:
                 for message in messages:
@@ -274,14 +282,15 @@ _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 class _RequestState:
     """One HTTP request being forwarded (over retries): the request, and how far its answer got."""
 
-    __slots__ = ("request", "meta", "assign", "started", "finished")
+    __slots__ = ("request", "meta", "assign", "started", "finished", "pump")
 
-    def __init__(self, request: Request, assign: Any) -> None:
+    def __init__(self, request: Request, pump: BodyPump, assign: Any) -> None:
         self.request = request
         self.assign = assign  # the router's assign_request, or it inside a routing span
         self.meta = request.metadata
         self.started = False
         self.finished = False
+        self.pump = pump
 
 
 class _ReplicaDied(Exception):
@@ -300,18 +309,13 @@ def _report_dead(router: Router, replica_id: str, exc: BaseException) -> None:
 
 
 async def _pump_client_messages(receive: Any, call: Any) -> None:
-    """Forward the WebSocket client's messages to the replica until it disconnects."""
+    """Forward the WebSocket client's messages to the replica until it disconnects, as
+    fast as the replica reads them (while its credit is spent, the client is not read)."""
     while True:
         message = await receive()
-        call.send_inbound(message)
-        if message["type"] == "websocket.disconnect":
-            return
-
-
-async def _wait_for_disconnect(receive: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
+        disconnect = message["type"] == "websocket.disconnect"
+        await call.send_inbound(message, force=disconnect)
+        if disconnect:
             return
 
 

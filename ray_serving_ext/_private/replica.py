@@ -27,7 +27,7 @@ from ray_serving_ext._private.cluster import current_actor_id, current_node_id, 
 from ray_serving_ext._private.common import Request, RequestMetadata
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
-from ray_serving_ext._private.http_util import BufferedReceive, plain_response_messages, to_response
+from ray_serving_ext._private.http_util import BufferedReceive, StreamedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
 from ray_serving_ext._private.user_callable import UserCallable
 from ray_serving_ext.multiplex import _set_models_listener as set_models_listener
@@ -292,8 +292,10 @@ class ReplicaActor:
                 stream.end()
             elif kind == transport.HTTP:
                 outcome = _Outcome()
+                body = request.body
+                receive = BufferedReceive(body) if body is not None else StreamedReceive(stream.receive)
                 await self._run_request(meta, stream.started, lambda u: self._serve_http(
-                    u, meta, request.scope, request.body, stream.item, outcome), outcome)
+                    u, meta, request.scope, receive, stream.item, outcome), outcome)
                 stream.end()
             else:
                 raise ValueError(f"Unknown request kind {kind!r}")
@@ -315,8 +317,8 @@ class ReplicaActor:
     async def handle_http(self, meta: RequestMetadata, scope: Dict[str, Any], body: bytes) -> AsyncIterator[List[Dict[str, Any]]]:
         """Serve one HTTP request; yields batches of ASGI messages (start, body chunks)."""
         outcome = _Outcome()
-        async for batch in self._bridge(meta, lambda u, emit: self._serve_http(u, meta, scope, body, emit, outcome),
-                                        outcome):
+        async for batch in self._bridge(
+                meta, lambda u, emit: self._serve_http(u, meta, scope, BufferedReceive(body), emit, outcome), outcome):
             yield batch
 
     async def _bridge(self, meta: RequestMetadata, work: Callable[[UserCallable, Callable[[Any], None]], Awaitable[Any]],
@@ -326,7 +328,8 @@ class ReplicaActor:
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
 
-        def emit(item: Any) -> None:
+        async def emit(item: Any) -> None:
+            # The fallback path has no flow control: Ray's streaming generator buffers what is emitted.
             actor_loop.call_soon_threadsafe(queue.put_nowait, item)
 
         future = asyncio.run_coroutine_threadsafe(self._run_request(meta, _noop, lambda u: work(u, emit), outcome), self._loop)
@@ -347,21 +350,20 @@ class ReplicaActor:
                                outcome: "_Outcome") -> None:
         """Run the ingress app on a WebSocket: client messages arrive as INBOUND frames, ours go as ITEMs."""
         if user.asgi_app is None:  # as Ray Serve: WebSockets need an ASGI (FastAPI) ingress
-            stream.item({"type": "websocket.close", "code": 1003})
+            await stream.item({"type": "websocket.close", "code": 1003})
             outcome.status = "WS-UNSUPPORTED"
             return
-
-        async def send(message: Dict[str, Any]) -> None:
-            stream.item(message)
-
         outcome.status = "WS"
-        await user.asgi_app(scope, stream.inbound.get, send)
+        await user.asgi_app(scope, stream.receive, stream.item)
 
     # ---- HTTP ------------------------------------------------------------------------------
-    async def _serve_http(self, user: UserCallable, meta: RequestMetadata, scope: Dict[str, Any], body: bytes,
-                          emit: Callable[[List[Dict[str, Any]]], None], outcome: "_Outcome") -> None:
-        """Run the user's ASGI app or callable; emits message batches (a whole small response at once)."""
-        receive = BufferedReceive(body)
+    async def _serve_http(self, user: UserCallable, meta: RequestMetadata, scope: Dict[str, Any], receive: Any,
+                          emit: Callable[[List[Dict[str, Any]]], Awaitable[None]], outcome: "_Outcome") -> None:
+        """Run the user's ASGI app or callable; emits message batches (a whole small response at once).
+
+        `emit` waits while the caller's window is full, so a streamed response
+        is produced no faster than it is read.
+        """
         pending: List[Dict[str, Any]] = []
 
         async def send(message: Dict[str, Any]) -> None:
@@ -371,7 +373,7 @@ class ReplicaActor:
                 return
             batch = pending[:]
             pending.clear()
-            emit(batch)
+            await emit(batch)
 
         try:
             if user.asgi_app is not None:
@@ -384,7 +386,7 @@ class ReplicaActor:
                 response = to_response(result)
                 if _is_plain(response):  # the whole body is in hand: no ASGI round of sends
                     outcome.status = response.status_code
-                    emit([
+                    await emit([
                         {"type": "http.response.start", "status": response.status_code,
                          "headers": response.raw_headers},
                         {"type": "http.response.body", "body": response.body, "more_body": False},
@@ -399,11 +401,11 @@ class ReplicaActor:
                 tracing.record_exception(exc)
             if outcome.status is None:
                 outcome.status = 500
-                emit(plain_response_messages(500, f"Internal Server Error (request id: {meta.request_id})"))
+                await emit(plain_response_messages(500, f"Internal Server Error (request id: {meta.request_id})"))
         finally:
             receive.disconnect()
-            if pending:
-                emit(pending[:])
+        if pending:
+            await emit(pending[:])
 
 
 # Ray Serve's bound on one `record_autoscaling_stats()` call.
@@ -466,9 +468,10 @@ def _is_plain(response: Any) -> bool:
     )
 
 
-async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], None]) -> None:
+async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], Awaitable[None]]) -> None:
+    """Send each item of `agen`; awaiting `emit` (flow control) holds the generator back."""
     async for item in agen:
-        emit(item)
+        await emit(item)
 
 
 class _Outcome:

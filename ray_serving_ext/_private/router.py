@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import ray
 
@@ -228,7 +228,40 @@ class Router:
             return conn.request(request)
         if request.kind == transport.WEBSOCKET:
             raise DeploymentUnavailableError(self.deployment_id, "WebSockets need the direct transport")
+        if request.kind == transport.HTTP and request.body is None:
+            raise DeploymentUnavailableError(self.deployment_id, "A streamed request body needs the direct transport")
         return RayCall.send(replica, request, self._loop)
+
+    async def broadcast(self, request: Request) -> List[Any]:
+        """Send `request` to every running replica now known, at once; returns the calls in flight.
+
+        For control-plane calls (cache resets, reloads): it waits for no room
+        under max_ongoing_requests and max_queued_requests does not apply, as
+        in Ray Serve. A replica that cannot be reached gets a failed call
+        (ReplicaUnavailableError) in its place. Replicas that start later are
+        not called.
+        """
+        self._check_exists()
+        if not self._updated.is_set():  # a new router: learn the replicas first
+            await self._updated.wait()
+            self._check_exists()
+        calls = []
+        for replica in list(self._replicas.values()):
+            rid = replica.replica_id
+            self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
+            try:
+                call = await self._send(replica, request)
+            except (OSError, transport.ReplicaUnavailableError) as exc:
+                self._release(rid)
+                self.mark_dead(rid)
+                calls.append(_FailedCall(transport.ReplicaUnavailableError(str(exc), started=False, replica_id=rid)))
+                continue
+            except BaseException:
+                self._release(rid)
+                raise
+            call.add_done_callback(lambda rid=rid: self._release(rid))
+            calls.append(call)
+        return calls
 
     async def call_unary(self, request: Request, assign: Optional[Callable[[Request], Any]] = None) -> Any:
         """Send a unary request and wait for its result; a request lost before it started is retried.
@@ -247,6 +280,16 @@ class Router:
                     raise
                 logger.warning("Request %s lost before it started; retrying.", request.metadata.request_id)
         raise AssertionError("unreachable")
+
+
+class _FailedCall:
+    """A call that could not be sent: its result raises the error."""
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    async def result(self) -> Any:
+        raise self._error
 
 
 class RayCall:

@@ -15,8 +15,10 @@ connection; HELLO uses 0):
                replica closes the connection: the port runs no code for anyone
                who cannot read the token from the controller
       REQUEST  a pickled `Request.to_wire()` tuple (common.Request)
-      INBOUND  a pickled message for a running WEBSOCKET request (the client's)
+      INBOUND  a pickled message for a running request: a WebSocket client's,
+               or an `http.request` chunk of a streamed HTTP body
       CANCEL   empty: cancel that request
+      CREDIT   "!I": the caller took that many more bytes of the request's ITEMs
     replica -> caller
       STARTED  empty: the request began executing (so a request lost with a
                dead replica before this is known not to have run, and may
@@ -26,6 +28,18 @@ connection; HELLO uses 0):
                HTTP request, or one ASGI message of a WEBSOCKET request
       END      empty: the STREAM, HTTP or WEBSOCKET request finished
       ERROR    a pickled (exception, traceback text, where) (ends the request)
+      CREDIT   "!I": the replica read that many more bytes of the request's INBOUNDs
+
+Flow control: every stream has a window in each direction. A caller sends
+CREDIT with its window right after a non-UNARY REQUEST, and more CREDIT as
+its consumer takes ITEMs; the replica sends an ITEM only while it has credit
+left (so an item larger than what is left still goes, then it waits). The
+replica likewise grants credit for INBOUND messages (its window at the start
+of a WEBSOCKET request or a streamed-body HTTP request, more as the app reads
+them), and the caller sends INBOUND only while it has credit. A producer that
+waits awaits: a replica's generator then stops being advanced, and a proxy
+stops reading its client. What one stream may buffer is so bounded by its
+windows, whatever the reader's speed.
 
 Pickling is protocol 5, with cloudpickle for what pickle cannot handle. A
 header claiming more than the reader's `max_frame` bytes raises
@@ -51,11 +65,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ray import cloudpickle
 
 from ray_serving_ext._private.common import HTTP, STREAM, UNARY, WEBSOCKET, Request
+from ray_serving_ext._private.constants import INBOUND_WINDOW_BYTES, STREAM_WINDOW_BYTES
 
 logger = logging.getLogger("ray_serving_ext.transport")
 
 HEADER = struct.Struct("!IBQ")
-HELLO, REQUEST, STARTED, RESULT, ITEM, END, ERROR, CANCEL, INBOUND = range(1, 10)
+HELLO, REQUEST, STARTED, RESULT, ITEM, END, ERROR, CANCEL, INBOUND, CREDIT = range(1, 11)
+CREDIT_AMOUNT = struct.Struct("!I")
 # Re-exported: callers name request kinds as transport.UNARY etc.
 __all__ = ["UNARY", "STREAM", "HTTP", "WEBSOCKET", "Request"]
 
@@ -74,6 +90,20 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
 
 def encode(frame_type: int, request_id: int, payload: bytes = b"") -> List[bytes]:
     return [HEADER.pack(len(payload), frame_type, request_id), payload]
+
+
+def credit_frame(request_id: int, amount: int) -> List[bytes]:
+    return encode(CREDIT, request_id, CREDIT_AMOUNT.pack(max(0, min(amount, MAX_FRAME))))
+
+
+class _Sized:
+    """An item taken off the wire with its size, so its consumer can give the credit back."""
+
+    __slots__ = ("value", "size")
+
+    def __init__(self, value: Any, size: int) -> None:
+        self.value = value
+        self.size = size
 
 
 def dumps(obj: Any) -> bytes:
@@ -158,11 +188,19 @@ _END = object()
 
 
 class TransportCall:
-    """One request on a connection: a future result, or a stream of items."""
+    """One request on a connection: a future result, or a stream of items.
 
-    __slots__ = ("request_id", "conn", "started", "_future", "_queue", "_callbacks", "done", "replica_id")
+    A stream's items are queued as they arrive; taking them gives the replica
+    credit back (a quarter of the window at a time), so at most `window`
+    bytes of items wait here. Messages to the running request go out through
+    `send_inbound`, which waits while the replica's inbound credit is spent.
+    """
 
-    def __init__(self, conn: "ReplicaConnection", request_id: int, streaming: bool, replica_id: str) -> None:
+    __slots__ = ("request_id", "conn", "started", "_future", "_queue", "_callbacks", "done", "replica_id",
+                 "_window", "_taken", "_inbound_credit", "_inbound_ok")
+
+    def __init__(self, conn: "ReplicaConnection", request_id: int, streaming: bool, replica_id: str,
+                 window: int = 0) -> None:
         self.request_id = request_id
         self.conn = conn
         self.replica_id = replica_id
@@ -172,6 +210,10 @@ class TransportCall:
         self._future: Optional[asyncio.Future] = None if streaming else loop.create_future()
         self._queue: Optional[asyncio.Queue] = asyncio.Queue() if streaming else None
         self._callbacks: List[Callable[[], None]] = []
+        self._window = window
+        self._taken = 0  # bytes taken since credit was last given back
+        self._inbound_credit = 0
+        self._inbound_ok: Optional[asyncio.Event] = None
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
         if self.done:
@@ -184,6 +226,8 @@ class TransportCall:
             return
         self.done = True
         self.conn.calls.pop(self.request_id, None)
+        if self._inbound_ok is not None:
+            self._inbound_ok.set()  # a sender waiting for credit gives up
         for fn in self._callbacks:
             try:
                 fn()
@@ -201,13 +245,17 @@ class TransportCall:
             self._finish()
         elif ftype == ITEM:
             if self._queue is not None:
-                self._queue.put_nowait(pickle.loads(payload))
+                self._queue.put_nowait(_Sized(pickle.loads(payload), len(payload)))
         elif ftype == END:
             if self._queue is not None:
                 self._queue.put_nowait(_END)
             self._finish()
         elif ftype == ERROR:
             self._fail(_load_error(payload))
+        elif ftype == CREDIT:
+            self._inbound_credit += CREDIT_AMOUNT.unpack(payload)[0]
+            if self._inbound_ok is not None and self._inbound_credit > 0:
+                self._inbound_ok.set()
 
     def _fail(self, exc: BaseException) -> None:
         if self._future is not None and not self._future.done():
@@ -235,16 +283,35 @@ class TransportCall:
         except asyncio.CancelledError:
             self.cancel()
             raise
+        if item.__class__ is _Sized:
+            self._give_credit(item.size)
+            return item.value
         if item is _END:
             raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        raise item
 
-    def send_inbound(self, message: Any) -> None:
-        """Send one message to the running request (a WebSocket client's message)."""
+    def _give_credit(self, size: int) -> None:
+        self._taken += size
+        if self._taken >= self._window >> 2 and not self.done:
+            self.conn.send_frames(credit_frame(self.request_id, self._taken))
+            self._taken = 0
+
+    async def send_inbound(self, message: Any, force: bool = False) -> None:
+        """Send one message to the running request (a WebSocket client's message, a body chunk).
+
+        Waits while the replica's inbound credit is spent; returns at once, sending
+        nothing, once the call is done. `force` sends without credit (a disconnect:
+        it must get through even to an app that stopped reading).
+        """
+        payload = dumps(message)
+        while not force and self._inbound_credit <= 0 and not self.done:
+            if self._inbound_ok is None:
+                self._inbound_ok = asyncio.Event()
+            self._inbound_ok.clear()
+            await self._inbound_ok.wait()
         if not self.done:
-            self.conn.send(INBOUND, self.request_id, dumps(message))
+            self._inbound_credit -= len(payload)
+            self.conn.send(INBOUND, self.request_id, payload)
 
     def cancel(self) -> None:
         if self.done:
@@ -255,6 +322,9 @@ class TransportCall:
         if self._future is not None and not self._future.done():
             self._future.cancel()
         if self._queue is not None:
+            # What was queued is dropped now: a cancelled stream holds no memory.
+            while not self._queue.empty():
+                self._queue.get_nowait()
             self._queue.put_nowait(RequestCancelledError())
         self._finish()
 
@@ -334,11 +404,17 @@ class ReplicaConnection(asyncio.Protocol):
         if self._transport is not None and not self.closed:
             self._transport.writelines(encode(ftype, rid, payload))
 
-    def request(self, request: Request) -> TransportCall:
+    def send_frames(self, frames: List[bytes]) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.writelines(frames)
+
+    def request(self, request: Request, window: int = STREAM_WINDOW_BYTES) -> TransportCall:
         """Send a request (pickled here); returns the call in flight.
 
-        Raises what pickling the request raises, or ReplicaUnavailableError
-        when the connection is closed; no call is left registered either way.
+        A stream's items are flow-controlled with `window` bytes (its credit
+        goes out with the request, in the same write). Raises what pickling
+        the request raises, or ReplicaUnavailableError when the connection is
+        closed; no call is left registered either way.
         """
         if self.closed:
             raise ReplicaUnavailableError(
@@ -346,9 +422,14 @@ class ReplicaConnection(asyncio.Protocol):
             )
         payload = dumps(request.to_wire())
         rid = next(self._ids)
-        call = TransportCall(self, rid, request.kind != UNARY, self.replica_id)
+        if request.kind == UNARY:
+            call = TransportCall(self, rid, False, self.replica_id)
+            self.calls[rid] = call
+            self.send(REQUEST, rid, payload)
+            return call
+        call = TransportCall(self, rid, True, self.replica_id, window)
         self.calls[rid] = call
-        self.send(REQUEST, rid, payload)
+        self.send_frames(encode(REQUEST, rid, payload) + credit_frame(rid, window))
         return call
 
     def close(self) -> None:
@@ -378,20 +459,62 @@ Handler = Callable[[Request, "ServerStream"], Any]
 
 
 class ServerStream:
-    """What a request handler uses to answer: started(), item(), result(), error(), end()."""
+    """What a request handler uses to answer: started(), item(), result(), error(), end().
 
-    __slots__ = ("_proto", "rid", "inbound")
+    `item()` waits while the caller's credit for this stream is spent (see the
+    module docstring); `receive()` takes the caller's next INBOUND message and
+    gives its credit back.
+    """
+
+    __slots__ = ("_proto", "rid", "inbound", "credit", "_room", "_read")
 
     def __init__(self, proto: "ReplicaServerProtocol", rid: int) -> None:
         self._proto = proto
         self.rid = rid
-        self.inbound: asyncio.Queue = asyncio.Queue()  # the caller's INBOUND messages
+        self.inbound: asyncio.Queue = asyncio.Queue()  # the caller's INBOUND messages, as _Sized
+        self.credit = 0
+        self._room: Optional[asyncio.Event] = None
+        self._read = 0  # inbound bytes read since credit was last given back
 
     def started(self) -> None:
         self._proto.send(STARTED, self.rid)
 
-    def item(self, value: Any) -> None:
-        self._proto.send(ITEM, self.rid, dumps(value))
+    async def item(self, value: Any) -> None:
+        payload = dumps(value)
+        if self.credit <= 0 or not self._proto.writable:
+            await self._wait_for_room()
+        self.credit -= len(payload)
+        self._proto.send(ITEM, self.rid, payload)
+
+    async def _wait_for_room(self) -> None:
+        while self.credit <= 0 or not self._proto.writable:
+            if self._proto.lost:
+                raise asyncio.CancelledError()
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            if self.credit > 0:
+                await self._proto.wait_writable()
+            else:
+                await self._room.wait()
+
+    def add_credit(self, amount: int) -> None:
+        self.credit += amount
+        if self._room is not None and self.credit > 0:
+            self._room.set()
+
+    def grant_inbound(self, window: int = INBOUND_WINDOW_BYTES) -> None:
+        """Let the caller send `window` bytes of INBOUND messages."""
+        self._proto.send_frames(credit_frame(self.rid, window))
+
+    async def receive(self) -> Any:
+        """The caller's next INBOUND message; reading it gives its bytes of credit back."""
+        item = await self.inbound.get()
+        self._read += item.size
+        if self._read >= INBOUND_WINDOW_BYTES >> 2:
+            self._proto.send_frames(credit_frame(self.rid, self._read))
+            self._read = 0
+        return item.value
 
     def result(self, value: Any) -> None:
         self._proto.send(RESULT, self.rid, dumps(value))
@@ -424,10 +547,29 @@ class ReplicaServerProtocol(asyncio.Protocol):
         self._tasks: Dict[int, asyncio.Task] = {}
         self._streams: Dict[int, ServerStream] = {}
         self._transport: Optional[asyncio.Transport] = None
+        self.writable = True  # False while the socket's send buffer is over its high-water mark
+        self.lost = False
+        self._writable_event: Optional[asyncio.Event] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         _set_nodelay(transport)
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if self._writable_event is not None:
+            self._writable_event.set()
+
+    async def wait_writable(self) -> None:
+        if self.writable or self.lost:
+            return
+        if self._writable_event is None:
+            self._writable_event = asyncio.Event()
+        self._writable_event.clear()
+        await self._writable_event.wait()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -451,7 +593,11 @@ class ReplicaServerProtocol(asyncio.Protocol):
             elif ftype == INBOUND:
                 stream = self._streams.get(rid)
                 if stream is not None:
-                    stream.inbound.put_nowait(pickle.loads(payload))
+                    stream.inbound.put_nowait(_Sized(pickle.loads(payload), len(payload)))
+            elif ftype == CREDIT:
+                stream = self._streams.get(rid)
+                if stream is not None:
+                    stream.add_credit(CREDIT_AMOUNT.unpack(payload)[0])
             elif ftype == CANCEL:
                 task = self._tasks.get(rid)
                 if task is not None:
@@ -464,9 +610,12 @@ class ReplicaServerProtocol(asyncio.Protocol):
         except Exception as exc:
             stream.error(exc)
             return
+        # Registered before the handler runs: the caller's CREDIT follows in the same read.
+        self._streams[rid] = stream
+        if request.kind == WEBSOCKET or (request.kind == HTTP and request.body is None):
+            stream.grant_inbound()  # its messages (or body chunks) may come
         task = asyncio.ensure_future(self._handler(request, stream))
         self._tasks[rid] = task
-        self._streams[rid] = stream
 
         def forget(_task: asyncio.Task) -> None:
             self._tasks.pop(rid, None)
@@ -476,13 +625,19 @@ class ReplicaServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         # The caller is gone (proxy restarted, client process exited): stop its work.
+        self.lost = True
         for task in list(self._tasks.values()):
             task.cancel()
         self._transport = None
+        self.resume_writing()  # wake writers: they see `lost` and stop
 
     def send(self, ftype: int, rid: int, payload: bytes = b"") -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.writelines(encode(ftype, rid, payload))
+
+    def send_frames(self, frames: List[bytes]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(frames)
 
 
 async def start_server(token: str, handler: Handler, host: str = "0.0.0.0") -> Tuple[asyncio.AbstractServer, int]:

@@ -8,7 +8,6 @@ Each test gets a clean slate: applications left behind are deleted after it.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import ray

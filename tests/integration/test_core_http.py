@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import requests
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse

@@ -13,7 +13,6 @@ import threading
 
 import ray
 import requests
-from starlette.requests import Request
 
 import ray_serving_ext as serve
 from tests.utils import wait_for_condition

@@ -8,7 +8,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import pytest
 import ray
 import requests
 

@@ -48,11 +48,8 @@ _NOT_YET_NAMES = {
         "GangSchedulingConfig", "RequestRouterConfig",
         "CeleryAdapterConfig",
         "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
-    "ray.serve.handle": ["ObjectRefGenerator", "DeploymentBroadcastResponse"],
     "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
                                  "RequestRouter", "RunningReplica"],
-    "ray.serve.autoscaling_policy": ["PrometheusScalar", "PrometheusSample", "PrometheusVector",
-                                     "PrometheusQueryMixin"],
 }
 _NOT_YET_PARAMS = {
     "serve.deployment": ["deployment_actors", "gang_scheduling_config",

@@ -152,3 +152,85 @@ def test_each_decorated_function_gets_its_own_limits():
     f.set_max_batch_size(1)
     assert f._serve_batch_config.max_batch_size == 1
     assert g._serve_batch_config.max_batch_size == 3
+
+
+class Streamer:
+    def __init__(self) -> None:
+        self.batches: List[List[int]] = []
+        self.closed = 0
+
+    @serve.batch(max_batch_size=3, batch_wait_timeout_s=0.05)
+    async def count(self, ns: List[int]):
+        self.batches.append(list(ns))
+        try:
+            for step in range(max(ns)):
+                yield [step if step < n else StopIteration for n in ns]
+        finally:
+            self.closed += 1
+
+
+def test_a_streaming_batch_gives_each_caller_its_own_stream():
+    model = Streamer()
+
+    async def collect(n):
+        return [x async for x in model.count(n)]
+
+    async def main():
+        return await asyncio.gather(collect(1), collect(3), collect(2))
+
+    assert asyncio.run(main()) == [[0], [0, 1, 2], [0, 1]]
+    assert model.batches == [[1, 3, 2]] and model.closed == 1
+
+
+def test_a_streaming_batch_error_reaches_every_caller():
+    class Broken:
+        @serve.batch(max_batch_size=2, batch_wait_timeout_s=0.05)
+        async def gen(self, xs):
+            yield [x for x in xs]
+            raise ValueError("mid-stream")
+
+    broken = Broken()
+
+    async def collect(x):
+        got = []
+        with pytest.raises(ValueError, match="mid-stream"):
+            async for value in broken.gen(x):
+                got.append(value)
+        return got
+
+    async def main():
+        return await asyncio.gather(collect("a"), collect("b"))
+
+    assert asyncio.run(main()) == [["a"], ["b"]]
+
+
+def test_a_caller_leaving_a_stream_early_does_not_stop_the_others():
+    model = Streamer()
+
+    async def first_only(n):
+        async for x in model.count(n):
+            return x
+
+    async def collect(n):
+        return [x async for x in model.count(n)]
+
+    async def main():
+        return await asyncio.gather(first_only(5), collect(4))
+
+    assert asyncio.run(main()) == [0, [0, 1, 2, 3]]
+
+
+def test_batches_are_split_by_multiplexed_model_id():
+    from ray_serving_ext.context import RequestContext, _set_request_context
+
+    model = Model()
+
+    async def call(x, model_id):
+        _set_request_context(RequestContext(request_id=model_id, multiplexed_model_id=model_id))
+        return await model.double(x)
+
+    async def main():
+        return await asyncio.gather(call(1, "a"), call(2, "b"), call(3, "a"))
+
+    assert asyncio.run(main()) == [2, 4, 6]
+    assert sorted(model.batches) == [[1, 3], [2]]

@@ -95,7 +95,7 @@ async def _echo_handler(request: Request, stream: transport.ServerStream) -> Non
     stream.started()
     if request.kind == transport.STREAM:
         for item in request.args:
-            stream.item(item)
+            await stream.item(item)
         stream.end()
     elif request.args and request.args[0] == "raise":
         stream.error(KeyError("boom"))
@@ -151,6 +151,114 @@ def test_oversized_frame_from_the_replica_fails_calls_as_a_lost_connection():
                 await asyncio.wait_for(call.result(), 5)
             assert conn.closed and not conn.calls
         finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+# ---- flow control -----------------------------------------------------------------------
+def test_a_stream_runs_no_further_ahead_than_the_window():
+    """The replica's producer waits once the caller's window is full, and resumes as items are taken."""
+    produced = []
+
+    async def producer(request: Request, stream: transport.ServerStream) -> None:
+        stream.started()
+        for i in range(200):
+            await stream.item(b"x" * 10_000)
+            produced.append(i)
+        stream.end()
+
+    async def main() -> None:
+        server, port = await start_server("t", producer, host="127.0.0.1")
+        conn = await ReplicaConnection.open("127.0.0.1", port, "t", "r")
+        try:
+            call = conn.request(_request(kind=transport.STREAM), window=50_000)
+            await asyncio.sleep(0.3)  # nothing is taken: the producer must stop at the window
+            ahead = len(produced)
+            assert 4 <= ahead <= 6, ahead  # 50 kB of 10 kB items (the one that crosses goes too)
+            taken = 0
+            async for _ in call:
+                taken += 1
+                assert len(produced) - taken <= 7  # never more than a window (+ credit granularity) ahead
+            assert taken == 200 and len(produced) == 200
+        finally:
+            conn.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_blocked_stream_cancels_the_producer():
+    state = {"cancelled": False}
+
+    async def producer(request: Request, stream: transport.ServerStream) -> None:
+        stream.started()
+        try:
+            while True:
+                await stream.item(b"y" * 10_000)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+
+    async def main() -> None:
+        server, port = await start_server("t", producer, host="127.0.0.1")
+        conn = await ReplicaConnection.open("127.0.0.1", port, "t", "r")
+        try:
+            call = conn.request(_request(kind=transport.STREAM), window=20_000)
+            await call.__anext__()
+            call.cancel()
+            for _ in range(50):
+                if state["cancelled"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert state["cancelled"]
+        finally:
+            conn.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_inbound_messages_wait_for_the_replicas_credit():
+    """A caller sends INBOUND only under the replica's credit; reading them grants more."""
+    received = []
+    release = None
+
+    async def reader(request: Request, stream: transport.ServerStream) -> None:
+        stream.started()
+        await release.wait()
+        while True:
+            message = await stream.receive()
+            received.append(len(message["body"]))
+            if not message["more_body"]:
+                break
+        stream.end()
+
+    async def main() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        server, port = await start_server("t", reader, host="127.0.0.1")
+        conn = await ReplicaConnection.open("127.0.0.1", port, "t", "r")
+        try:
+            call = conn.request(_request(kind=transport.HTTP, args=(), body=None))
+            sent = 0
+
+            async def send_all() -> None:
+                nonlocal sent
+                for i in range(40):
+                    await call.send_inbound({"type": "http.request", "body": b"z" * 200_000, "more_body": i < 39})
+                    sent += 1
+
+            sender = asyncio.ensure_future(send_all())
+            await asyncio.sleep(0.3)
+            window = transport.INBOUND_WINDOW_BYTES
+            assert sent * 200_000 <= window + 200_000, sent  # stopped at the replica's window
+            release.set()
+            await asyncio.wait_for(sender, 10)
+            assert [x async for x in call] == []
+            assert len(received) == 40
+        finally:
+            conn.close()
             server.close()
 
     asyncio.run(main())
