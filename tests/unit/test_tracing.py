@@ -251,3 +251,13 @@ def test_a_running_instance_takes_the_files_tracing_config_for_new_replicas(monk
     schema = ServeDeploySchema.model_validate({"applications": [], "tracing_config": {"enabled": False}})
     assert cli._serve_for(schema, is_file=True) is client
     assert client.tracing == TracingConfig(enabled=False)
+
+
+def test_enabling_tracing_without_opentelemetry_says_what_to_install(monkeypatch):
+    def missing(name: str) -> Any:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(tracing.importlib, "import_module", missing)
+    with pytest.raises(ImportError, match="pip install opentelemetry-api.*ray_serving_ext\\[tracing\\]"):
+        _tracing_config_model({"enabled": True})
+    assert _tracing_config_model({"enabled": False}).enabled is False  # nothing to import when off
