@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 # models they are built from; they are declared once, in config.py and config_file.py.
 from ray_serving_ext.config import (
     AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, LoggingConfig, ProxyLocation,
-    RayActorOptionsSchema,
+    RayActorOptionsSchema, RequestRouterConfig,
 )
 from ray_serving_ext.config_file import (
     DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema,
@@ -25,7 +25,7 @@ __all__ = [
     "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "AutoscalingPolicy", "BackpressureConfig",
     "ControllerOptions", "DeploymentSchema",
     "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
-    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
+    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState", "RequestRouterConfig",
     "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus",
 ]
 

@@ -41,12 +41,12 @@ _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
     "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
                   "get_trace_context"],
-    "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions",
+    "ray.serve.config": ["ActorClass", "gRPCOptions",
                          "GangPlacementStrategy", "GangRuntimeFailurePolicy",
                          "DeploymentActorConfig", "GangSchedulingConfig"],
     "ray.serve.schema": [
         "DeploymentActorConfig",
-        "GangSchedulingConfig", "RequestRouterConfig", "EncodingType",
+        "GangSchedulingConfig", "EncodingType",
         "TracingConfig", "gRPCOptionsSchema",
         "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth",
         "AutoscalingStatus", "ScalingDecision", "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType",
@@ -54,21 +54,18 @@ _NOT_YET_NAMES = {
         "DurationStats", "ControllerHealthMetrics", "ServeInstanceDetails", "CeleryAdapterConfig",
         "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ScaleDeploymentRequest", "ReplicaRank"],
     "ray.serve.handle": ["ObjectRefGenerator", "DeploymentBroadcastResponse"],
-    "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
-                                 "RequestRouter", "RunningReplica"],
     "ray.serve.autoscaling_policy": ["PrometheusScalar", "PrometheusSample", "PrometheusVector",
                                      "PrometheusQueryMixin"],
 }
 _NOT_YET_PARAMS = {
     "serve.deployment": ["deployment_actors", "gang_scheduling_config",
                          "max_constructor_retry_count", "max_surge_percent",
-                         "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
+                         "placement_group_bundle_label_selector", "rolling_update_percentage"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
     "ServeApplicationSchema": ["autoscaling_policy"],
     "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
-                         "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
+                         "max_surge_percent", "placement_group_bundle_label_selector",
                          "rolling_update_percentage"],
 }
 NOT_YET: Dict[str, str] = {
