@@ -118,6 +118,26 @@ def current_actor_id() -> str:
     return ray.get_runtime_context().get_actor_id()
 
 
+# The node label Ray Serve reads a node's availability zone from.
+_AZ_LABEL = "ray.io/availability-zone"
+
+
+def current_availability_zone() -> Optional[str]:
+    """The availability zone label of this process's node, or None if it has none."""
+    try:
+        return ray.get_runtime_context().get_node_labels().get(_AZ_LABEL)
+    except Exception:  # not connected to Ray, or a Ray without node labels
+        return None
+
+
+def current_actor_name() -> str:
+    """The name of the actor this runs in ("" in a driver or an unnamed actor)."""
+    try:
+        return ray.get_runtime_context().get_actor_name() or ""
+    except Exception:
+        return ""
+
+
 def job_is_dead(job_id_hex: str) -> bool:
     """True if the job with this id has ended (False while it runs or is unknown)."""
     gcs = ray._private.worker.global_worker.gcs_client

@@ -413,10 +413,15 @@ class RequestRouter(ABC):
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    def _fail_pending_requests(self, exc: BaseException) -> None:
-        """End every waiting request with `exc` (the deployment is gone, or the caller stops)."""
+    def _fail_pending_requests(self, exc: Optional[BaseException]) -> None:
+        """End every waiting request with `exc`, or cancel them (None): the deployment is
+        gone, its router was replaced, or the caller stops."""
         for pr in list(self._pending_requests_to_fulfill):
-            if not pr.future.done():
+            if pr.future.done():
+                pass
+            elif exc is None:
+                pr.future.cancel()
+            else:
                 pr.future.set_exception(exc)
             self._remove_pending_request_from_indices(pr)
         self._pending_requests_to_fulfill.clear()
