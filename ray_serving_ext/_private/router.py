@@ -290,7 +290,7 @@ class Router:
                 self._give_back(custom, rid, internal_id)
                 continue
             try:
-                call = await self._send(replica, request)
+                call = await self._send(replica, _as_routed(request, pending))
             except (OSError, transport.ReplicaUnavailableError) as exc:
                 self._give_back(custom, rid, internal_id)
                 self.mark_dead(rid)
@@ -408,6 +408,14 @@ class RayCall:
 
 
 _RAY_DEATH = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
+
+
+def _as_routed(request: Request, pending: Any) -> Request:
+    """The request with the arguments the request router left in its PendingRequest
+    (as in Ray Serve, a router may adjust them); HTTP requests go unchanged."""
+    if request.kind in (transport.UNARY, transport.STREAM):
+        return Request(request.kind, request.metadata, tuple(pending.args), pending.kwargs)
+    return request
 
 
 class _RouterReplaced(Exception):

@@ -329,16 +329,21 @@ class RequestRouter(ABC):
         from the second full round on, back off before each round."""
         attempt = 0
         backing_off = False
+        ctx = pending_request.routing_context if pending_request is not None else None
         while True:
             while not self._replicas:
                 self._replicas_updated_event.clear()
                 await self._replicas_updated_event.wait()
+            steps = (ctx.tried_same_node, ctx.tried_same_az) if ctx is not None else None
             ranks = await self.choose_replicas(candidate_replicas=self._replicas_list, pending_request=pending_request)
             for rank in ranks:
                 if rank:
                     yield rank
-            if pending_request is not None and not pending_request.routing_context.should_backoff:
-                continue  # a locality step (same node, same zone) failed: widen at once
+            # A locality step (same node, then same zone) that found no room widens at
+            # once, as in Ray Serve. Only such a step skips the backoff: a router that
+            # never sets should_backoff must still wait rather than spin on the loop.
+            if ctx is not None and not ctx.should_backoff and steps != (ctx.tried_same_node, ctx.tried_same_az):
+                continue
             if backing_off:
                 await self._backoff(attempt)
                 attempt += 1
