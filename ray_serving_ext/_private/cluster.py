@@ -122,20 +122,32 @@ def current_actor_id() -> str:
 _AZ_LABEL = "ray.io/availability-zone"
 
 
+@dataclass(frozen=True)
+class CallerIdentity:
+    """Where this process runs, as request routers see their caller (all None outside Ray)."""
+
+    node_id: Optional[str] = None
+    actor_id: Optional[str] = None
+    actor_name: str = ""
+    availability_zone: Optional[str] = None
+
+
+def caller_identity() -> CallerIdentity:
+    """This process's node, actor and availability zone. Never starts Ray: outside a
+    connected process (a unit test, a driver before ray.init) everything is unknown."""
+    if not ray.is_initialized():
+        return CallerIdentity()
+    ctx = ray.get_runtime_context()
+    try:
+        labels = ctx.get_node_labels()
+    except Exception:  # a Ray without node labels
+        labels = {}
+    return CallerIdentity(ctx.get_node_id(), ctx.get_actor_id(), ctx.get_actor_name() or "", labels.get(_AZ_LABEL))
+
+
 def current_availability_zone() -> Optional[str]:
     """The availability zone label of this process's node, or None if it has none."""
-    try:
-        return ray.get_runtime_context().get_node_labels().get(_AZ_LABEL)
-    except Exception:  # not connected to Ray, or a Ray without node labels
-        return None
-
-
-def current_actor_name() -> str:
-    """The name of the actor this runs in ("" in a driver or an unnamed actor)."""
-    try:
-        return ray.get_runtime_context().get_actor_name() or ""
-    except Exception:
-        return ""
+    return caller_identity().availability_zone
 
 
 def job_is_dead(job_id_hex: str) -> bool:

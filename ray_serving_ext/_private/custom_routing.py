@@ -15,8 +15,7 @@ import logging
 import pickle
 from typing import Any, Callable, Dict, Optional, Set
 
-from ray_serving_ext._private.cluster import current_actor_id, current_actor_name, current_availability_zone
-from ray_serving_ext._private.cluster import current_node_id
+from ray_serving_ext._private.cluster import CallerIdentity, caller_identity
 from ray_serving_ext._private.common import (
     HTTP, WEBSOCKET, DeploymentHandleSource, DeploymentID, ReplicaID, ReplicaInfo, Request,
 )
@@ -31,8 +30,8 @@ from ray_serving_ext.config import RequestRouterConfig
 logger = logging.getLogger("ray_serving_ext.router")
 
 
-def _handle_source() -> DeploymentHandleSource:
-    name = current_actor_name()
+def _handle_source(me: CallerIdentity) -> DeploymentHandleSource:
+    name = me.actor_name
     if name.startswith(PROXY_NAME_PREFIX):
         return DeploymentHandleSource.PROXY
     if name.startswith(REPLICA_NAME_PREFIX):
@@ -69,19 +68,20 @@ class CustomRouting:
 
     def _build(self, config: RequestRouterConfig) -> RequestRouter:
         cls = config.get_request_router_class()
-        source = _handle_source()
+        me = caller_identity()
+        source = _handle_source(me)
         prefer_node = source == DeploymentHandleSource.PROXY and PROXY_PREFER_LOCAL_NODE_ROUTING
         router = cls(
             deployment_id=self.deployment_id,
             handle_source=source,
-            self_node_id=current_node_id(),
-            self_actor_id=current_actor_id(),
+            self_node_id=me.node_id,
+            self_actor_id=me.actor_id,
             self_actor_handle=None,
             use_replica_queue_len_cache=True,
             create_replica_wrapper_func=self._wrap,
             prefer_local_node_routing=prefer_node,
             prefer_local_az_routing=PROXY_PREFER_LOCAL_AZ_ROUTING,
-            self_availability_zone=current_availability_zone(),
+            self_availability_zone=me.availability_zone,
             initial_backoff_s=config.initial_backoff_s,
             backoff_multiplier=config.backoff_multiplier,
             max_backoff_s=config.max_backoff_s,

@@ -19,11 +19,13 @@ from ray_serving_ext._private.constants import (
     DEFAULT_REQUEST_ROUTING_STATS_PERIOD_S, DEFAULT_REQUEST_ROUTING_STATS_TIMEOUT_S, ROUTER_RETRY_BACKOFF_MULTIPLIER,
     ROUTER_RETRY_INITIAL_BACKOFF_S, ROUTER_RETRY_MAX_BACKOFF_S,
 )
+from ray_serving_ext._private.request_router import PowerOfTwoChoicesRequestRouter
 from ray_serving_ext._private.request_router.request_router import RequestRouter
 
 DEFAULT_REQUEST_ROUTER_PATH = "ray_serving_ext._private.request_router:PowerOfTwoChoicesRequestRouter"
-# Ray Serve's names for its default router mean ours.
-_RAY_SERVE_DEFAULT_ROUTER_PATHS = frozenset({
+# Other names of the default router: where the class is defined, and Ray Serve's names.
+_DEFAULT_ROUTER_ALIASES = frozenset({
+    "ray_serving_ext._private.request_router.pow_2_router:PowerOfTwoChoicesRequestRouter",
     "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
     "ray.serve._private.request_router.pow_2_router:PowerOfTwoChoicesRequestRouter",
     "ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter",
@@ -85,7 +87,7 @@ class RequestRouterConfig(BaseModel):
     @classmethod
     def _class_or_path(cls, v: Any) -> Any:
         if isinstance(v, str):
-            if v in _RAY_SERVE_DEFAULT_ROUTER_PATHS:
+            if v in _DEFAULT_ROUTER_ALIASES:
                 return DEFAULT_REQUEST_ROUTER_PATH
             parse_import_path(v)  # raises ValueError naming what is wrong
             return v
@@ -94,7 +96,7 @@ class RequestRouterConfig(BaseModel):
                 "request_router_class must be a RequestRouter subclass or its import path, "
                 f"got {v!r}"
             )
-        if class_import_path(v) == DEFAULT_REQUEST_ROUTER_PATH:
+        if v is PowerOfTwoChoicesRequestRouter:
             return DEFAULT_REQUEST_ROUTER_PATH
         return v
 
