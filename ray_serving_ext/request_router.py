@@ -11,7 +11,11 @@ from typing import Any, Protocol
 
 from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext._private.request_router.common import PendingRequest
-from ray_serving_ext._private.request_router.mixins import FIFOMixin, LocalityMixin, MultiplexMixin
+from ray_serving_ext._private.request_router.mixins import (
+    FIFOMixin,
+    LocalityMixin,
+    MultiplexMixin,
+)
 from ray_serving_ext._private.request_router.replica_wrapper import RunningReplica
 from ray_serving_ext._private.request_router.request_router import RequestRouter
 

@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ray import cloudpickle
 
 from ray_serving_ext._private.request_router_config import (
-    DEFAULT_REQUEST_ROUTER_PATH, SERIALIZED_CLASS_KEY, class_import_path,
+    DEFAULT_REQUEST_ROUTER_PATH,
+    SERIALIZED_CLASS_KEY,
+    class_import_path,
 )
 from ray_serving_ext.config import DeploymentConfig, RequestRouterConfig
 from ray_serving_ext.deployment import _NOT_CONFIG, Application

@@ -140,7 +140,7 @@ def caller_identity() -> CallerIdentity:
     ctx = ray.get_runtime_context()
     try:
         labels = ctx.get_node_labels()
-    except Exception:  # a Ray without node labels
+    except AttributeError:  # a Ray without node labels
         labels = {}
     return CallerIdentity(ctx.get_node_id(), ctx.get_actor_id(), ctx.get_actor_name() or "", labels.get(_AZ_LABEL))
 

@@ -13,16 +13,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-from typing import Any, Callable, Dict, Optional, Set
+from collections.abc import Callable
+from typing import Any
 
 from ray_serving_ext._private.cluster import CallerIdentity, caller_identity
 from ray_serving_ext._private.common import (
-    HTTP, WEBSOCKET, DeploymentHandleSource, DeploymentID, ReplicaID, ReplicaInfo, Request,
+    HTTP,
+    WEBSOCKET,
+    DeploymentHandleSource,
+    DeploymentID,
+    ReplicaID,
+    ReplicaInfo,
+    Request,
 )
 from ray_serving_ext._private.constants import (
-    PROXY_NAME_PREFIX, PROXY_PREFER_LOCAL_AZ_ROUTING, PROXY_PREFER_LOCAL_NODE_ROUTING, REPLICA_NAME_PREFIX,
+    PROXY_NAME_PREFIX,
+    PROXY_PREFER_LOCAL_AZ_ROUTING,
+    PROXY_PREFER_LOCAL_NODE_ROUTING,
+    REPLICA_NAME_PREFIX,
 )
-from ray_serving_ext._private.request_router.common import PendingRequest, StreamingHTTPRequest
+from ray_serving_ext._private.request_router.common import (
+    PendingRequest,
+    StreamingHTTPRequest,
+)
 from ray_serving_ext._private.request_router.replica_wrapper import RunningReplica
 from ray_serving_ext._private.request_router.request_router import RequestRouter
 from ray_serving_ext.config import RequestRouterConfig
@@ -57,9 +70,9 @@ class CustomRouting:
         self._queue_len = queue_len
         self._reserve = reserve
         self._release = release
-        self._wrappers: Dict[str, RunningReplica] = {}
-        self.error: Optional[BaseException] = None
-        self.router: Optional[RequestRouter] = None
+        self._wrappers: dict[str, RunningReplica] = {}
+        self.error: BaseException | None = None
+        self.router: RequestRouter | None = None
         try:
             self.router = self._build(config)
         except Exception as exc:  # the user's class or initialize_state failed: requests say why
@@ -98,12 +111,12 @@ class CustomRouting:
         if self.router is not None:
             self.router.update_backoff_params(config.initial_backoff_s, config.backoff_multiplier, config.max_backoff_s)
 
-    def sync_replicas(self, replicas: Dict[str, ReplicaInfo], capacity: Callable[[ReplicaInfo], int],
-                      excluded: Set[str]) -> None:
+    def sync_replicas(self, replicas: dict[str, ReplicaInfo], capacity: Callable[[ReplicaInfo], int],
+                      excluded: set[str]) -> None:
         """Give the request router the routable replicas (wrappers are kept per replica)."""
         if self.router is None:
             return
-        wrappers: Dict[str, RunningReplica] = {}
+        wrappers: dict[str, RunningReplica] = {}
         for rid, info in replicas.items():
             if rid in excluded:
                 continue
@@ -162,7 +175,7 @@ class CustomRouting:
             self.router.decrement_queue_len_cache(self.replica_id(rid))
             _guard(self.router.on_request_completed, self.replica_id(rid), internal_request_id)
 
-    def fail_all(self, exc: Optional[BaseException]) -> None:
+    def fail_all(self, exc: BaseException | None) -> None:
         """End every waiting request with `exc`, or cancel them (None)."""
         if self.router is not None:
             self.router._fail_pending_requests(exc)

@@ -10,14 +10,26 @@ import importlib
 import inspect
 import json
 import pickle
-from typing import Any, Optional, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PrivateAttr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ray_serving_ext._private.config_types import parse_import_path
 from ray_serving_ext._private.constants import (
-    DEFAULT_REQUEST_ROUTING_STATS_PERIOD_S, DEFAULT_REQUEST_ROUTING_STATS_TIMEOUT_S, ROUTER_RETRY_BACKOFF_MULTIPLIER,
-    ROUTER_RETRY_INITIAL_BACKOFF_S, ROUTER_RETRY_MAX_BACKOFF_S,
+    DEFAULT_REQUEST_ROUTING_STATS_PERIOD_S,
+    DEFAULT_REQUEST_ROUTING_STATS_TIMEOUT_S,
+    ROUTER_RETRY_BACKOFF_MULTIPLIER,
+    ROUTER_RETRY_INITIAL_BACKOFF_S,
+    ROUTER_RETRY_MAX_BACKOFF_S,
 )
 from ray_serving_ext._private.request_router import PowerOfTwoChoicesRequestRouter
 from ray_serving_ext._private.request_router.request_router import RequestRouter
@@ -63,7 +75,7 @@ class RequestRouterConfig(BaseModel):
 
     _serialized_request_router_cls: bytes = PrivateAttr(default=b"")
 
-    request_router_class: Union[str, Any] = Field(default=DEFAULT_REQUEST_ROUTER_PATH)
+    request_router_class: str | Any = Field(default=DEFAULT_REQUEST_ROUTER_PATH)
     request_router_kwargs: dict[str, Any] = Field(default_factory=dict)
     request_routing_stats_period_s: PositiveFloat = DEFAULT_REQUEST_ROUTING_STATS_PERIOD_S
     request_routing_stats_timeout_s: PositiveFloat = DEFAULT_REQUEST_ROUTING_STATS_TIMEOUT_S
@@ -73,7 +85,7 @@ class RequestRouterConfig(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _keep_serialized_class(cls, data: Any, handler: Any) -> "RequestRouterConfig":
+    def _keep_serialized_class(cls, data: Any, handler: Any) -> RequestRouterConfig:
         blob = b""
         if isinstance(data, dict) and SERIALIZED_CLASS_KEY in data:
             data = dict(data)
@@ -117,7 +129,7 @@ class RequestRouterConfig(BaseModel):
         """Whether this is Serve's built-in power-of-two-choices router."""
         return self.request_router_class == DEFAULT_REQUEST_ROUTER_PATH
 
-    def get_serialized_request_router_cls(self) -> Optional[bytes]:
+    def get_serialized_request_router_cls(self) -> bytes | None:
         """The router class pickled by value when the application was built (else None)."""
         return self._serialized_request_router_cls or None
 

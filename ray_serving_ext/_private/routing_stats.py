@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ray_serving_ext._private.cluster import get_controller
 
 logger = logging.getLogger("ray_serving_ext.replica")
 
 
-def start_routing_stats(replica: Any) -> Optional[asyncio.Task]:
+def start_routing_stats(replica: Any) -> asyncio.Task | None:
     """Start the report loop on the running loop if the user class defines the method.
 
     `replica` is the ReplicaActor: this reads its `_user`, `_config`,

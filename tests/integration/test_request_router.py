@@ -10,19 +10,23 @@ import asyncio
 import hashlib
 import pickle
 import time
-from typing import Dict, List, Optional
 
 import requests
 
 import ray_serving_ext as serve
 from ray_serving_ext.config import RequestRouterConfig
 from ray_serving_ext.request_router import (
-    FIFOMixin, LocalityMixin, MultiplexMixin, PendingRequest, RequestRouter, RunningReplica,
+    FIFOMixin,
+    LocalityMixin,
+    MultiplexMixin,
+    PendingRequest,
+    RequestRouter,
+    RunningReplica,
 )
 from tests.utils import wait_for_condition
 
 
-def _pin_key(pending_request: Optional[PendingRequest], header: bytes) -> bytes:
+def _pin_key(pending_request: PendingRequest | None, header: bytes) -> bytes:
     """The pinning key: the header's value on HTTP requests, the session id on handle calls."""
     if pending_request is None:
         return b""
@@ -43,8 +47,8 @@ class HeaderPinRouter(RequestRouter):
         self.header = header.encode()
 
     async def choose_replicas(
-        self, candidate_replicas: List[RunningReplica], pending_request: Optional[PendingRequest] = None
-    ) -> List[List[RunningReplica]]:
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
         ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
         key = _pin_key(pending_request, self.header)
         if not key or not ordered:
@@ -70,7 +74,7 @@ def test_a_header_pins_requests_to_one_replica_on_http_and_handles(serve_url):
     def replica_for(key: str) -> str:
         return requests.get(url, headers={"x-tenant": key}, timeout=10).text
 
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for i in range(60):  # enough keys that every replica gets some
         seen[f"tenant-{i}"] = replica_for(f"tenant-{i}")
         if len(set(seen.values())) == 3 and i >= 11:
@@ -89,8 +93,8 @@ class StatsEchoRouter(RequestRouter):
     """Routes to the replica reporting the fewest calls so far and tells it the stats it saw."""
 
     async def choose_replicas(
-        self, candidate_replicas: List[RunningReplica], pending_request: Optional[PendingRequest] = None
-    ) -> List[List[RunningReplica]]:
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
         chosen = min(candidate_replicas, key=lambda r: (r.routing_stats.get("calls", 0), r.replica_id.unique_id))
         if pending_request is not None:
             # As in Ray Serve, what a router leaves in the request's kwargs is what is sent.
@@ -111,14 +115,14 @@ class ReportsStats:
         self.calls += 1
         return {"replica": serve.get_replica_context().replica_id, "calls": self.calls}
 
-    async def __call__(self, seen_by_router: Optional[dict] = None) -> dict:
+    async def __call__(self, seen_by_router: dict | None = None) -> dict:
         return {"me": serve.get_replica_context().replica_id, "seen": seen_by_router}
 
 
 def test_record_routing_stats_reach_the_router(serve_url):
     handle = serve.run(ReportsStats.bind(), name="stats", route_prefix=None)
 
-    def stats_seen() -> Optional[dict]:
+    def stats_seen() -> dict | None:
         reply = handle.remote().result(timeout_s=10)
         seen = reply["seen"]
         # The stats the router saw for the replica it chose are that replica's own.
@@ -138,8 +142,8 @@ class MixedRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter):
         self.local_node = self._self_node_id
 
     async def choose_replicas(
-        self, candidate_replicas: List[RunningReplica], pending_request: Optional[PendingRequest] = None
-    ) -> List[List[RunningReplica]]:
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
         model_id = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
         if model_id:
             return self.rank_replicas_via_multiplex(candidate_replicas, model_id)
@@ -153,7 +157,7 @@ class MixedRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter):
                   request_router_config=RequestRouterConfig(request_router_class=MixedRouter))
 class MixedServer:
     def __init__(self) -> None:
-        self.started: List[int] = []
+        self.started: list[int] = []
 
     @serve.multiplexed(max_num_models_per_replica=2)
     async def get_model(self, model_id: str) -> str:

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar
 
 import pytest
 
-from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, RequestMetadata
+from ray_serving_ext._private.common import (
+    DeploymentID,
+    DeploymentTargetInfo,
+    ReplicaInfo,
+    RequestMetadata,
+)
 from ray_serving_ext._private.request_router import PowerOfTwoChoicesRequestRouter
 from ray_serving_ext.config import RequestRouterConfig
 from ray_serving_ext.exceptions import BackPressureError
 from ray_serving_ext.request_router import (
-    FIFOMixin, LocalityMixin, MultiplexMixin, PendingRequest, RequestRouter, RunningReplica,
+    FIFOMixin,
+    LocalityMixin,
+    MultiplexMixin,
+    PendingRequest,
+    RequestRouter,
+    RunningReplica,
 )
 from tests.unit.test_router import HeldReplica, _request, _run, _settle
 
@@ -24,14 +34,14 @@ DEP = DeploymentID("d", "app")
 class Ranked(RequestRouter):
     """Returns the ranks the test sets (replica ids), and counts its rounds."""
 
-    ranks: List[List[str]] = []
+    ranks: ClassVar[list[list[str]]] = []
 
     def initialize_state(self, **kwargs: Any) -> None:
         self.rounds = 0
         self.kwargs = kwargs
 
-    async def choose_replicas(self, candidate_replicas: List[RunningReplica],
-                              pending_request: Optional[PendingRequest] = None) -> List[List[RunningReplica]]:
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         self.rounds += 1
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         return [[by_id[rid] for rid in rank if rid in by_id] for rank in self.ranks]
@@ -44,8 +54,8 @@ class FIFORanked(FIFOMixin, Ranked):
 class Harness:
     """A RequestRouter fed fake replicas; slots are counted here as the Router counts them."""
 
-    def __init__(self, cls: type, replicas: Dict[str, Dict[str, Any]], **kwargs: Any) -> None:
-        self.ongoing: Dict[str, int] = {rid: 0 for rid in replicas}
+    def __init__(self, cls: type, replicas: dict[str, dict[str, Any]], **kwargs: Any) -> None:
+        self.ongoing: dict[str, int] = {rid: 0 for rid in replicas}
         self.router = cls(deployment_id=DEP, **kwargs)
         self.router.initialize_state()
         self.router._on_assigned = lambda r: self.ongoing.__setitem__(r._unique_id, self.ongoing[r._unique_id] + 1)
@@ -105,7 +115,7 @@ def test_backoff_grows_by_the_multiplier_up_to_the_cap():
 
 
 @pytest.mark.parametrize("cls, expected", [(Ranked, ["new", "old"]), (FIFORanked, ["old", "new"])])
-def test_fifo_mixin_gives_a_freed_replica_to_the_oldest_request(cls: type, expected: List[str]):
+def test_fifo_mixin_gives_a_freed_replica_to_the_oldest_request(cls: type, expected: list[str]):
     async def main() -> None:
         h = Harness(cls, {"a": {"max_ongoing_requests": 1}}, initial_backoff_s=5.0, max_backoff_s=5.0)
         Ranked.ranks = [["a"]]
@@ -199,11 +209,11 @@ class PinToLast(RequestRouter):
     """Every request to the replica with the greatest id."""
 
     def initialize_state(self, **kwargs: Any) -> None:
-        self.routed: List[str] = []
-        self.completed: List[str] = []
+        self.routed: list[str] = []
+        self.completed: list[str] = []
 
-    async def choose_replicas(self, candidate_replicas: List[RunningReplica],
-                              pending_request: Optional[PendingRequest] = None) -> List[List[RunningReplica]]:
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         return [[max(candidate_replicas, key=lambda r: r.replica_id.unique_id)]]
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: Any, result: Any) -> None:
@@ -213,7 +223,7 @@ class PinToLast(RequestRouter):
         self.completed.append(replica_id.unique_id)
 
 
-def _with_custom(router: Any, replicas: Dict[str, HeldReplica], max_ongoing: int = 10,
+def _with_custom(router: Any, replicas: dict[str, HeldReplica], max_ongoing: int = 10,
                  max_queued: int = -1, **infos: Any) -> None:
     router.update(DeploymentTargetInfo(
         replicas=[r.info(**infos.get(rid, {})) for rid, r in replicas.items()],
@@ -223,7 +233,7 @@ def _with_custom(router: Any, replicas: Dict[str, HeldReplica], max_ongoing: int
 
 
 def test_router_sends_where_the_custom_router_chose_and_reports_back():
-    async def test(router: Any, replicas: Dict[str, HeldReplica]) -> None:
+    async def test(router: Any, replicas: dict[str, HeldReplica]) -> None:
         _with_custom(router, replicas)
         calls = [await router.assign_request(_request(i)) for i in range(3)]
         assert {c.replica_id for c in calls} == {"b"} and router.num_ongoing == 3
@@ -239,7 +249,7 @@ def test_router_sends_where_the_custom_router_chose_and_reports_back():
 
 
 def test_router_keeps_max_ongoing_and_backpressure_with_a_custom_router():
-    async def test(router: Any, replicas: Dict[str, HeldReplica]) -> None:
+    async def test(router: Any, replicas: dict[str, HeldReplica]) -> None:
         _with_custom(router, replicas, max_ongoing=1, max_queued=1)
         await router.assign_request(_request("running"))
         queued = asyncio.ensure_future(router.assign_request(_request("queued")))
@@ -256,7 +266,7 @@ def test_router_keeps_max_ongoing_and_backpressure_with_a_custom_router():
 
 
 def test_router_retries_elsewhere_when_the_chosen_replica_is_unreachable():
-    async def test(router: Any, replicas: Dict[str, HeldReplica]) -> None:
+    async def test(router: Any, replicas: dict[str, HeldReplica]) -> None:
         replicas["b"].server.close()
         await replicas["b"].server.wait_closed()
         _with_custom(router, replicas)
@@ -268,7 +278,7 @@ def test_router_retries_elsewhere_when_the_chosen_replica_is_unreachable():
 
 
 def test_router_without_a_custom_config_keeps_the_builtin_path():
-    async def test(router: Any, replicas: Dict[str, HeldReplica]) -> None:
+    async def test(router: Any, replicas: dict[str, HeldReplica]) -> None:
         assert router._custom is None
         _with_custom(router, replicas)
         assert router._custom is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from typing import List, Optional
 
 import pytest
 from pydantic import ValidationError
@@ -13,15 +12,18 @@ from ray_serving_ext import request_router as rr
 from ray_serving_ext._private.build import ship_request_router
 from ray_serving_ext._private.common import DeploymentID
 from ray_serving_ext._private.request_router import PowerOfTwoChoicesRequestRouter
-from ray_serving_ext._private.request_router_config import DEFAULT_REQUEST_ROUTER_PATH, SERIALIZED_CLASS_KEY
+from ray_serving_ext._private.request_router_config import (
+    DEFAULT_REQUEST_ROUTER_PATH,
+    SERIALIZED_CLASS_KEY,
+)
 from ray_serving_ext.config import DeploymentConfig, RequestRouterConfig
 from ray_serving_ext.config_file import DeploymentSchema
 from ray_serving_ext.deployment import deployment
 
 
 class FirstRouter(rr.RequestRouter):
-    async def choose_replicas(self, candidate_replicas: List[rr.RunningReplica],
-                              pending_request: Optional[rr.PendingRequest] = None) -> List[List[rr.RunningReplica]]:
+    async def choose_replicas(self, candidate_replicas: list[rr.RunningReplica],
+                              pending_request: rr.PendingRequest | None = None) -> list[list[rr.RunningReplica]]:
         return [candidate_replicas[:1]]
 
 

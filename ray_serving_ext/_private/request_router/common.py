@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any
 
 from ray_serving_ext._private.common import ReplicaID, RequestMetadata
 from ray_serving_ext._private.constants import QUEUE_LENGTH_CACHE_TIMEOUT_S
@@ -19,7 +20,7 @@ from ray_serving_ext._private.constants import QUEUE_LENGTH_CACHE_TIMEOUT_S
 class RequestRoutingContext:
     """What the mixins remember about one request across routing attempts."""
 
-    multiplexed_start_matching_time: Optional[float] = None
+    multiplexed_start_matching_time: float | None = None
     tried_fewest_multiplexed_models: bool = False
     tried_first_multiplexed_models: bool = False
     tried_same_node: bool = False
@@ -44,8 +45,8 @@ class PendingRequest:
     ``is_http_request``. ``future`` is set to the chosen replica.
     """
 
-    args: List[Any]
-    kwargs: Dict[Any, Any]
+    args: list[Any]
+    kwargs: dict[Any, Any]
     metadata: RequestMetadata
     created_at: float = field(default_factory=time.time)
     future: asyncio.Future = field(default_factory=_new_future)
@@ -65,11 +66,11 @@ class StreamingHTTPRequest:
     The body is not part of it (in Ray Serve it is streamed to the replica later).
     """
 
-    def __init__(self, asgi_scope: Dict[str, Any]) -> None:
+    def __init__(self, asgi_scope: dict[str, Any]) -> None:
         self._asgi_scope = asgi_scope
 
     @property
-    def asgi_scope(self) -> Dict[str, Any]:
+    def asgi_scope(self) -> dict[str, Any]:
         return self._asgi_scope
 
 
@@ -86,13 +87,13 @@ class ReplicaQueueLengthCache:
         self,
         *,
         staleness_timeout_s: float = QUEUE_LENGTH_CACHE_TIMEOUT_S,
-        get_curr_time_s: Optional[Callable[[], float]] = None,
+        get_curr_time_s: Callable[[], float] | None = None,
     ) -> None:
-        self._cache: Dict[ReplicaID, ReplicaQueueLengthCacheEntry] = {}
+        self._cache: dict[ReplicaID, ReplicaQueueLengthCacheEntry] = {}
         self._staleness_timeout_s = staleness_timeout_s
         self._get_curr_time_s = get_curr_time_s or time.time
 
-    def get(self, replica_id: ReplicaID) -> Optional[int]:
+    def get(self, replica_id: ReplicaID) -> int | None:
         """The cached queue length, or None if there is none or it is stale."""
         entry = self._cache.get(replica_id)
         if entry is None or self._get_curr_time_s() - entry.timestamp > self._staleness_timeout_s:
@@ -105,7 +106,7 @@ class ReplicaQueueLengthCache:
     def invalidate_key(self, replica_id: ReplicaID) -> None:
         self._cache.pop(replica_id, None)
 
-    def remove_inactive_replicas(self, *, active_replica_ids: Set[ReplicaID]) -> None:
+    def remove_inactive_replicas(self, *, active_replica_ids: set[ReplicaID]) -> None:
         """Drop the entries of replicas not in `active_replica_ids`."""
         for replica_id in list(self._cache):
             if replica_id not in active_replica_ids:

@@ -11,8 +11,8 @@ import enum
 import math
 import random
 import time
-from collections import defaultdict
-from typing import Any, DefaultDict, Deque, Dict, List, Optional, Set
+from collections import defaultdict, deque
+from typing import Any
 
 from ray_serving_ext._private.common import ReplicaID, RequestMetadata
 from ray_serving_ext._private.constants import MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S
@@ -35,23 +35,23 @@ class LocalityMixin:
     replicas into those three ranks.
     """
 
-    def __init__(self, self_node_id: Optional[str] = None, prefer_local_node_routing: bool = False,
-                 prefer_local_az_routing: bool = False, self_availability_zone: Optional[str] = None,
+    def __init__(self, self_node_id: str | None = None, prefer_local_node_routing: bool = False,
+                 prefer_local_az_routing: bool = False, self_availability_zone: str | None = None,
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._self_node_id = self_node_id
         self._prefer_local_node_routing = prefer_local_node_routing
         self._prefer_local_az_routing = prefer_local_az_routing
         self._self_availability_zone = self_availability_zone
-        self._colocated_replica_ids: DefaultDict[LocalityScope, Set[ReplicaID]] = defaultdict(set)
-        self._replica_id_set: Set[ReplicaID] = set()
+        self._colocated_replica_ids: defaultdict[LocalityScope, set[ReplicaID]] = defaultdict(set)
+        self._replica_id_set: set[ReplicaID] = set()
 
     def _discard_colocated_replica_ids_on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         for ids in self._colocated_replica_ids.values():
             ids.discard(replica_id)
 
-    def _update_colocated_replica_ids_with_replicas(self, replicas: List[RunningReplica]) -> None:
-        colocated: DefaultDict[LocalityScope, Set[ReplicaID]] = defaultdict(set)
+    def _update_colocated_replica_ids_with_replicas(self, replicas: list[RunningReplica]) -> None:
+        colocated: defaultdict[LocalityScope, set[ReplicaID]] = defaultdict(set)
         for r in replicas:
             if self._self_node_id is not None and r.node_id == self._self_node_id:
                 colocated[LocalityScope.NODE].add(r.replica_id)
@@ -59,7 +59,7 @@ class LocalityMixin:
                 colocated[LocalityScope.AVAILABILITY_ZONE].add(r.replica_id)
         self._colocated_replica_ids = colocated
 
-    def apply_locality_routing(self, pending_request: Optional[PendingRequest] = None) -> Set[ReplicaID]:
+    def apply_locality_routing(self, pending_request: PendingRequest | None = None) -> set[ReplicaID]:
         """Candidate replica ids for this attempt by locality (all of them without a request)."""
         if not pending_request:
             return self._replica_id_set
@@ -75,9 +75,9 @@ class LocalityMixin:
         ctx.should_backoff = True
         return self._replica_id_set
 
-    def rank_replicas_via_locality(self, replicas: List[RunningReplica]) -> List[List[RunningReplica]]:
+    def rank_replicas_via_locality(self, replicas: list[RunningReplica]) -> list[list[RunningReplica]]:
         """Three ranks: same node, same availability zone, the rest."""
-        ranks: List[List[RunningReplica]] = [[], [], []]
+        ranks: list[list[RunningReplica]] = [[], [], []]
         for r in replicas:
             if r.replica_id in self._colocated_replica_ids[LocalityScope.NODE]:
                 ranks[0].append(r)
@@ -98,20 +98,20 @@ class MultiplexMixin:
     `rank_replicas_via_multiplex` sorts replicas into those three ranks.
     """
 
-    _pending_requests_by_model_id: DefaultDict[str, Deque[PendingRequest]]
+    _pending_requests_by_model_id: defaultdict[str, deque[PendingRequest]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._multiplexed_model_id_to_replica_ids: DefaultDict[str, Set[ReplicaID]] = defaultdict(set)
+        self._multiplexed_model_id_to_replica_ids: defaultdict[str, set[ReplicaID]] = defaultdict(set)
         # Model ids for which concurrent requests already fell back to the fewest-models
         # replicas, so that only one of them does so while no replica holds the model.
-        self._multiplexed_model_id_fallback_match: Set[str] = set()
-        self._replica_id_set: Set[ReplicaID] = set()
-        self._replicas: Dict[ReplicaID, RunningReplica] = {}
+        self._multiplexed_model_id_fallback_match: set[str] = set()
+        self._replica_id_set: set[ReplicaID] = set()
+        self._replicas: dict[ReplicaID, RunningReplica] = {}
 
     def _get_pending_request_matching_multiplexed_model_id(
-        self, request_metadata: Optional[RequestMetadata] = None
-    ) -> Optional[PendingRequest]:
+        self, request_metadata: RequestMetadata | None = None
+    ) -> PendingRequest | None:
         """The oldest waiting request for the same model (None without a model id)."""
         if request_metadata is None or not request_metadata.multiplexed_model_id:
             return None
@@ -128,14 +128,14 @@ class MultiplexMixin:
         for ids in self._multiplexed_model_id_to_replica_ids.values():
             ids.discard(replica_id)
 
-    def _update_multiplexed_model_ids_with_replicas(self, replicas: List[RunningReplica]) -> None:
-        by_model: DefaultDict[str, Set[ReplicaID]] = defaultdict(set)
+    def _update_multiplexed_model_ids_with_replicas(self, replicas: list[RunningReplica]) -> None:
+        by_model: defaultdict[str, set[ReplicaID]] = defaultdict(set)
         for r in replicas:
             for model_id in r.multiplexed_model_ids:
                 by_model[model_id].add(r.replica_id)
         self._multiplexed_model_id_to_replica_ids = by_model
 
-    def _get_replica_ids_with_fewest_multiplexed_models(self) -> Set[ReplicaID]:
+    def _get_replica_ids_with_fewest_multiplexed_models(self) -> set[ReplicaID]:
         fewest = min((len(r.multiplexed_model_ids) for r in self._replicas.values()), default=math.inf)
         return {rid for rid, r in self._replicas.items() if len(r.multiplexed_model_ids) == fewest}
 
@@ -143,7 +143,7 @@ class MultiplexMixin:
     def _multiplexed_matching_timeout(self) -> float:
         return random.uniform(MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S, MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S * 2)
 
-    def apply_multiplex_routing(self, pending_request: Optional[PendingRequest] = None) -> Set[ReplicaID]:
+    def apply_multiplex_routing(self, pending_request: PendingRequest | None = None) -> set[ReplicaID]:
         """Candidate replica ids for this attempt by model (all of them without a request)."""
         if not pending_request:
             return self._replica_id_set
@@ -167,12 +167,12 @@ class MultiplexMixin:
             return self._get_replica_ids_with_fewest_multiplexed_models()
         return self._replica_id_set
 
-    def rank_replicas_via_multiplex(self, replicas: List[RunningReplica],
-                                    multiplexed_model_id: str) -> List[List[RunningReplica]]:
+    def rank_replicas_via_multiplex(self, replicas: list[RunningReplica],
+                                    multiplexed_model_id: str) -> list[list[RunningReplica]]:
         """Three ranks: holding the model, holding the fewest models, the rest."""
         holding = self._multiplexed_model_id_to_replica_ids.get(multiplexed_model_id, set())
         fewest = self._get_replica_ids_with_fewest_multiplexed_models()
-        ranks: List[List[RunningReplica]] = [[], [], []]
+        ranks: list[list[RunningReplica]] = [[], [], []]
         for r in replicas:
             ranks[0 if r.replica_id in holding else 1 if r.replica_id in fewest else 2].append(r)
         return ranks
@@ -190,14 +190,14 @@ class FIFOMixin:
         super().__init__(*args, **kwargs)
 
     def _get_pending_request_matching_metadata(
-        self, request_metadata: Optional[RequestMetadata] = None
-    ) -> Optional[PendingRequest]:
+        self, request_metadata: RequestMetadata | None = None
+    ) -> PendingRequest | None:
         if hasattr(self, "_get_pending_request_matching_multiplexed_model_id"):
             return self._get_pending_request_matching_multiplexed_model_id(request_metadata)
         return None
 
     def _fulfill_next_pending_request(self, replica: RunningReplica,
-                                      request_metadata: Optional[RequestMetadata] = None) -> None:
+                                      request_metadata: RequestMetadata | None = None) -> None:
         matched = self._get_pending_request_matching_metadata(request_metadata)
         if matched is not None:
             self._assign(matched, replica)  # type: ignore[attr-defined]

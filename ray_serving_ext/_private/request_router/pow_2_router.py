@@ -9,10 +9,13 @@ for routers that adjust it.
 from __future__ import annotations
 
 import random
-from typing import List, Optional
 
 from ray_serving_ext._private.request_router.common import PendingRequest
-from ray_serving_ext._private.request_router.mixins import FIFOMixin, LocalityMixin, MultiplexMixin
+from ray_serving_ext._private.request_router.mixins import (
+    FIFOMixin,
+    LocalityMixin,
+    MultiplexMixin,
+)
 from ray_serving_ext._private.request_router.replica_wrapper import RunningReplica
 from ray_serving_ext._private.request_router.request_router import RequestRouter
 
@@ -23,9 +26,9 @@ class PowerOfTwoChoicesRequestRouter(FIFOMixin, LocalityMixin, MultiplexMixin, R
 
     async def choose_replicas(
         self,
-        candidate_replicas: List[RunningReplica],
-        pending_request: Optional[PendingRequest] = None,
-    ) -> List[List[RunningReplica]]:
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
         if pending_request is not None and pending_request.metadata.multiplexed_model_id:
             candidate_ids = self.apply_multiplex_routing(pending_request=pending_request)
         else:

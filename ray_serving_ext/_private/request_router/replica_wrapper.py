@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Set
+from collections.abc import Callable
+from typing import Any
 
 from ray_serving_ext._private.common import DeploymentID, ReplicaID, ReplicaInfo
 
@@ -21,14 +22,14 @@ class RunningReplica:
         self,
         replica_info: ReplicaInfo,
         deployment_id: DeploymentID,
-        max_ongoing_requests: Optional[int] = None,
-        queue_len_fn: Optional[Callable[[str], int]] = None,
+        max_ongoing_requests: int | None = None,
+        queue_len_fn: Callable[[str], int] | None = None,
     ) -> None:
         self._deployment_id = deployment_id
         self._queue_len_fn = queue_len_fn or (lambda _rid: 0)
         self.update_replica_info(replica_info, max_ongoing_requests)
 
-    def update_replica_info(self, replica_info: ReplicaInfo, max_ongoing_requests: Optional[int] = None) -> None:
+    def update_replica_info(self, replica_info: ReplicaInfo, max_ongoing_requests: int | None = None) -> None:
         """Take the controller's latest view of this replica (models held, routing stats, limit)."""
         self._info = replica_info
         self._unique_id = replica_info.replica_id
@@ -42,7 +43,7 @@ class RunningReplica:
         return self._replica_id
 
     @property
-    def actor_id(self) -> Optional[str]:
+    def actor_id(self) -> str | None:
         """Hex id of the replica's Ray actor (None if unknown)."""
         actor_id = getattr(self._info.actor_handle, "_actor_id", None)
         return actor_id.hex() if hasattr(actor_id, "hex") else actor_id
@@ -53,17 +54,17 @@ class RunningReplica:
         return self._info.node_id
 
     @property
-    def availability_zone(self) -> Optional[str]:
+    def availability_zone(self) -> str | None:
         """The ``ray.io/availability-zone`` label of the replica's node, if it has one."""
         return self._info.availability_zone
 
     @property
-    def multiplexed_model_ids(self) -> Set[str]:
+    def multiplexed_model_ids(self) -> set[str]:
         """The multiplexed model ids the replica holds."""
         return self._multiplexed_model_ids
 
     @property
-    def routing_stats(self) -> Dict[str, Any]:
+    def routing_stats(self) -> dict[str, Any]:
         """The replica's latest ``record_routing_stats()`` result ({} before the first)."""
         return self._info.routing_stats
 

@@ -24,13 +24,26 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
-from typing import Any, AsyncGenerator, Callable, DefaultDict, Deque, Dict, List, Optional, Set
-
-from ray_serving_ext._private.common import DeploymentHandleSource, DeploymentID, ReplicaID, RequestMetadata
-from ray_serving_ext._private.constants import (
-    ROUTER_RETRY_BACKOFF_MULTIPLIER, ROUTER_RETRY_INITIAL_BACKOFF_S, ROUTER_RETRY_MAX_BACKOFF_S,
+from collections.abc import AsyncGenerator, Callable
+from typing import (
+    Any,
 )
-from ray_serving_ext._private.request_router.common import PendingRequest, ReplicaQueueLengthCache
+
+from ray_serving_ext._private.common import (
+    DeploymentHandleSource,
+    DeploymentID,
+    ReplicaID,
+    RequestMetadata,
+)
+from ray_serving_ext._private.constants import (
+    ROUTER_RETRY_BACKOFF_MULTIPLIER,
+    ROUTER_RETRY_INITIAL_BACKOFF_S,
+    ROUTER_RETRY_MAX_BACKOFF_S,
+)
+from ray_serving_ext._private.request_router.common import (
+    PendingRequest,
+    ReplicaQueueLengthCache,
+)
 from ray_serving_ext._private.request_router.replica_wrapper import RunningReplica
 
 logger = logging.getLogger("ray_serving_ext.router")
@@ -51,11 +64,11 @@ class RequestRouter(ABC):
         self,
         deployment_id: DeploymentID,
         handle_source: DeploymentHandleSource = DeploymentHandleSource.UNKNOWN,
-        self_actor_id: Optional[str] = None,
-        self_actor_handle: Optional[Any] = None,
+        self_actor_id: str | None = None,
+        self_actor_handle: Any | None = None,
         use_replica_queue_len_cache: bool = True,
-        get_curr_time_s: Optional[Callable[[], float]] = None,
-        create_replica_wrapper_func: Optional[Callable[[Any], RunningReplica]] = None,
+        get_curr_time_s: Callable[[], float] | None = None,
+        create_replica_wrapper_func: Callable[[Any], RunningReplica] | None = None,
         initial_backoff_s: float = ROUTER_RETRY_INITIAL_BACKOFF_S,
         backoff_multiplier: float = ROUTER_RETRY_BACKOFF_MULTIPLIER,
         max_backoff_s: float = ROUTER_RETRY_MAX_BACKOFF_S,
@@ -73,27 +86,27 @@ class RequestRouter(ABC):
         self.backoff_multiplier = backoff_multiplier
         self.max_backoff_s = max_backoff_s
 
-        self._replica_id_set: Set[ReplicaID] = set()
-        self._replicas: Dict[ReplicaID, RunningReplica] = {}
-        self._replicas_list: List[RunningReplica] = []
+        self._replica_id_set: set[ReplicaID] = set()
+        self._replicas: dict[ReplicaID, RunningReplica] = {}
+        self._replicas_list: list[RunningReplica] = []
         self._replica_queue_len_cache = ReplicaQueueLengthCache(get_curr_time_s=self._get_curr_time_s)
 
         # Created on first use: the router may be built off the loop it routes on.
-        self._lazily_fetched_loop: Optional[asyncio.AbstractEventLoop] = None
-        self._lazily_constructed_replicas_updated_event: Optional[asyncio.Event] = None
-        self._slot_waiters: List[asyncio.Future] = []
+        self._lazily_fetched_loop: asyncio.AbstractEventLoop | None = None
+        self._lazily_constructed_replicas_updated_event: asyncio.Event | None = None
+        self._slot_waiters: list[asyncio.Future] = []
 
-        self._routing_tasks: Set[asyncio.Task] = set()
-        self._routing_task_by_pending_request_future: Dict[asyncio.Future, asyncio.Task] = {}
+        self._routing_tasks: set[asyncio.Task] = set()
+        self._routing_task_by_pending_request_future: dict[asyncio.Future, asyncio.Task] = {}
         # Requests in arrival order: the first queue is what replicas are given to,
         # the second what routing tasks pick up next (each request is in both).
-        self._pending_requests_to_fulfill: Deque[PendingRequest] = deque()
-        self._pending_requests_to_route: Deque[PendingRequest] = deque()
-        self._pending_requests_by_id: Dict[str, PendingRequest] = {}
-        self._pending_requests_by_model_id: DefaultDict[str, Deque[PendingRequest]] = defaultdict(deque)
+        self._pending_requests_to_fulfill: deque[PendingRequest] = deque()
+        self._pending_requests_to_route: deque[PendingRequest] = deque()
+        self._pending_requests_by_id: dict[str, PendingRequest] = {}
+        self._pending_requests_by_model_id: defaultdict[str, deque[PendingRequest]] = defaultdict(deque)
         # Set by the caller's Router: told of every assignment, at once, so that the
         # replica's slot is taken before any other routing task looks at it.
-        self._on_assigned: Optional[Callable[[RunningReplica], None]] = None
+        self._on_assigned: Callable[[RunningReplica], None] | None = None
 
     # ---- hooks a subclass implements or overrides ---------------------------------------
     def initialize_state(self, **kwargs: Any) -> None:
@@ -102,9 +115,9 @@ class RequestRouter(ABC):
     @abstractmethod
     async def choose_replicas(
         self,
-        candidate_replicas: List[RunningReplica],
-        pending_request: Optional[PendingRequest] = None,
-    ) -> List[List[RunningReplica]]:
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
         """One round of choosing replicas for `pending_request`: ranks, most preferred first.
 
         The replica given to the request is the one with the fewest requests in
@@ -123,7 +136,7 @@ class RequestRouter(ABC):
         assert self._create_replica_wrapper_func is not None
         return self._create_replica_wrapper_func(replica_info)
 
-    def update_replicas(self, replicas: List[RunningReplica]) -> None:
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
         """Replace the set of replicas to route to; starts routing tasks if requests wait."""
         if hasattr(self, "_update_colocated_replica_ids_with_replicas"):
             self._update_colocated_replica_ids_with_replicas(replicas)
@@ -170,7 +183,7 @@ class RequestRouter(ABC):
             if current is not None:
                 self._replica_queue_len_cache.update(replica_id, max(0, current - 1))
 
-    def select_available_replicas(self, candidates: Optional[List[RunningReplica]] = None) -> List[RunningReplica]:
+    def select_available_replicas(self, candidates: list[RunningReplica] | None = None) -> list[RunningReplica]:
         """The candidates (default: all replicas) with room for one more request."""
         if candidates is None:
             candidates = self._replicas_list
@@ -207,7 +220,7 @@ class RequestRouter(ABC):
         return min(self.num_pending_requests, self.max_num_routing_tasks)
 
     @property
-    def curr_replicas(self) -> Dict[ReplicaID, RunningReplica]:
+    def curr_replicas(self) -> dict[ReplicaID, RunningReplica]:
         """Replicas currently considered for routing."""
         return self._replicas
 
@@ -226,8 +239,8 @@ class RequestRouter(ABC):
         except OverflowError:
             return self.max_backoff_s
 
-    def update_backoff_params(self, initial_backoff_s: Optional[float], backoff_multiplier: Optional[float],
-                              max_backoff_s: Optional[float]) -> None:
+    def update_backoff_params(self, initial_backoff_s: float | None, backoff_multiplier: float | None,
+                              max_backoff_s: float | None) -> None:
         """Change the backoff settings (None keeps a setting)."""
         if initial_backoff_s is not None:
             self.initial_backoff_s = initial_backoff_s
@@ -323,8 +336,8 @@ class RequestRouter(ABC):
             await gen.aclose()
 
     async def _choose_replicas_with_backoff(
-        self, pending_request: Optional[PendingRequest] = None
-    ) -> AsyncGenerator[List[RunningReplica], None]:
+        self, pending_request: PendingRequest | None = None
+    ) -> AsyncGenerator[list[RunningReplica], None]:
         """Yield each non-empty rank `choose_replicas` returns, round after round;
         from the second full round on, back off before each round."""
         attempt = 0
@@ -349,9 +362,9 @@ class RequestRouter(ABC):
                 attempt += 1
             backing_off = True
 
-    def _select_from_candidate_replicas(self, candidates: List[RunningReplica]) -> Optional[RunningReplica]:
+    def _select_from_candidate_replicas(self, candidates: list[RunningReplica]) -> RunningReplica | None:
         """The candidate with the fewest requests in flight among those with room, or None."""
-        chosen: Optional[RunningReplica] = None
+        chosen: RunningReplica | None = None
         lowest = None
         for r in candidates:
             if r.replica_id not in self._replicas:
@@ -363,7 +376,7 @@ class RequestRouter(ABC):
         return chosen
 
     def _fulfill_next_pending_request(self, replica: RunningReplica,
-                                      request_metadata: Optional[RequestMetadata] = None) -> None:
+                                      request_metadata: RequestMetadata | None = None) -> None:
         """Give `replica` to the request it was found for (FIFOMixin overrides this)."""
         matched = self._get_pending_request_matching_internal_request_id(request_metadata)
         if matched is not None:
@@ -379,7 +392,7 @@ class RequestRouter(ABC):
         self._remove_pending_request_from_indices(pending_request)
 
     # ---- queue bookkeeping --------------------------------------------------------------
-    def _get_next_pending_request_to_route(self) -> Optional[PendingRequest]:
+    def _get_next_pending_request_to_route(self) -> PendingRequest | None:
         while self._pending_requests_to_route:
             pr = self._pending_requests_to_route.popleft()
             if not pr.future.done():
@@ -387,8 +400,8 @@ class RequestRouter(ABC):
         return None
 
     def _get_pending_request_matching_internal_request_id(
-        self, request_metadata: Optional[RequestMetadata] = None
-    ) -> Optional[PendingRequest]:
+        self, request_metadata: RequestMetadata | None = None
+    ) -> PendingRequest | None:
         if request_metadata is None:
             return None
         pr = self._pending_requests_by_id.get(request_metadata.internal_request_id)
@@ -418,7 +431,7 @@ class RequestRouter(ABC):
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    def _fail_pending_requests(self, exc: Optional[BaseException]) -> None:
+    def _fail_pending_requests(self, exc: BaseException | None) -> None:
         """End every waiting request with `exc`, or cancel them (None): the deployment is
         gone, its router was replaced, or the caller stops."""
         for pr in list(self._pending_requests_to_fulfill):
@@ -440,7 +453,7 @@ def _resolve(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
-def _insert_sorted(queue: Deque[PendingRequest], pending_request: PendingRequest) -> None:
+def _insert_sorted(queue: deque[PendingRequest], pending_request: PendingRequest) -> None:
     """Put a retried request back at its arrival position (usually the end)."""
     if not queue or pending_request.created_at >= queue[-1].created_at:
         queue.append(pending_request)
