@@ -188,6 +188,15 @@ def ship_request_router(dumped: Dict[str, Any]) -> Dict[str, Any]:
     return {**dumped, "request_router_class": class_import_path(cls), SERIALIZED_CLASS_KEY: blob}
 
 
+def _explicit_options(options: Dict[str, Any], shipped_router: Dict[str, Any]) -> Dict[str, Any]:
+    """The user's options as the controller keeps them: a request router class given
+    as a class is named by its import path, so unpickling the spec imports no user module."""
+    explicit = {k: v for k, v in options.items() if k != "name"}
+    if "request_router_config" in explicit:
+        explicit["request_router_config"] = {k: v for k, v in shipped_router.items() if k != SERIALIZED_CLASS_KEY}
+    return explicit
+
+
 def _actor_options(
     options: Dict[str, Any], runtime_env: Dict[str, Any], merge_runtime_env: bool
 ) -> Dict[str, Any]:
@@ -262,7 +271,7 @@ def build_app(
                 ),
                 is_function=inspect.isfunction(dep.func_or_class),
                 ingress=app is root,
-                explicit_options={k: v for k, v in options.items() if k != "name"},
+                explicit_options=_explicit_options(options, config["request_router_config"]),
                 def_name=getattr(dep.func_or_class, "__name__", ""),
             )
         )

@@ -131,3 +131,14 @@ def test_exports_match_ray_serve() -> None:
     assert rr.ReplicaID.from_full_id_str(rid.to_full_id_str()) == rid
     assert str(rid) == "Replica(id='abc', deployment='D', app='app')"
     assert hash(rid) == hash(rr.ReplicaID.from_full_id_str("SERVE_REPLICA::app#D#abc"))
+
+
+def test_a_built_spec_names_the_router_class_by_path_only() -> None:
+    from ray_serving_ext._private.build import build_app
+
+    d = deployment(request_router_config=RequestRouterConfig(request_router_class=FirstRouter))(lambda: None)
+    (spec,) = build_app(d.bind(), "app", None).deployments
+    assert spec.explicit_options["request_router_config"]["request_router_class"] == f"{__name__}:FirstRouter"
+    assert spec.deployment_config().request_router_config.get_serialized_request_router_cls()
+    # Nothing in the spec is the class object itself: the controller imports no user module.
+    assert FirstRouter not in (spec.explicit_options["request_router_config"].values())
