@@ -134,6 +134,23 @@ def test_fifo_mixin_gives_a_freed_replica_to_the_oldest_request(cls: type, expec
     asyncio.run(main())
 
 
+def test_an_exception_in_choose_replicas_fails_that_request_only():
+    class Flaky(Ranked):
+        async def choose_replicas(self, candidate_replicas, pending_request=None):
+            if pending_request is not None and pending_request.metadata.request_id == "bad":
+                raise RuntimeError("router bug")
+            return await super().choose_replicas(candidate_replicas, pending_request)
+
+    async def main() -> None:
+        h = Harness(Flaky, {"a": {}})
+        Ranked.ranks = [["a"]]
+        with pytest.raises(RuntimeError, match="router bug"):
+            await h.choose(h.pending("bad"))
+        assert await h.choose(h.pending("good")) == "a"
+
+    asyncio.run(main())
+
+
 def test_a_cancelled_request_leaves_the_queue_and_takes_no_slot():
     async def main() -> None:
         h = Harness(Ranked, {"a": {"max_ongoing_requests": 1}}, initial_backoff_s=0.01, max_backoff_s=0.01)

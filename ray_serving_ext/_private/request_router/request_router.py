@@ -300,6 +300,12 @@ class RequestRouter(ABC):
                 self._routing_task_by_pending_request_future[pending_request.future] = task
                 try:
                     await self._route_one(pending_request)
+                except Exception as exc:  # the router's own code raised: that request fails with it
+                    logger.exception("Request router for %s raised while routing request %s.",
+                                     self._deployment_id, pending_request.metadata.request_id)
+                    if not pending_request.future.done():
+                        pending_request.future.set_exception(exc)
+                    self._remove_pending_request_from_indices(pending_request)
                 finally:
                     if self._routing_task_by_pending_request_future.get(pending_request.future) is task:
                         del self._routing_task_by_pending_request_future[pending_request.future]
