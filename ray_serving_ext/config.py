@@ -471,7 +471,9 @@ class DeploymentConfig(BaseModel):
 
     Beyond Ray Serve's ``DeploymentConfig`` this also holds the replica placement
     options (``ray_actor_options``, ``max_replicas_per_node``, ``placement_group_*``)
-    and ``logging_config``.
+    and ``logging_config``. ``request_router_config`` (a :class:`RequestRouterConfig`
+    or a dict of its fields) picks the callers' request router; changing it is
+    applied in place.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -104,8 +104,9 @@ class StatsEchoRouter(RequestRouter):
 
 @serve.deployment(
     num_replicas=2,
-    request_router_config={"request_router_class": StatsEchoRouter, "request_routing_stats_period_s": 0.2,
-                           "request_routing_stats_timeout_s": 5},
+    # An import path, as a config file gives it: imported when the app is built.
+    request_router_config={"request_router_class": f"{__name__}:StatsEchoRouter",
+                           "request_routing_stats_period_s": 0.2, "request_routing_stats_timeout_s": 5},
 )
 class ReportsStats:
     def __init__(self) -> None:
