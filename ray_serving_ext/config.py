@@ -24,11 +24,13 @@ from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
     ReplicasPerNode, SSLOptions, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
 )
+from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext._private.constants import default_log_encoding
+from ray_serving_ext._private.request_router_config import RequestRouterConfig
 
 __all__ = [
     "AggregationFunction", "AutoscalingConfig", "AutoscalingContext", "AutoscalingPolicy", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
-    "ProxyLocation", "RayActorOptionsSchema", "deployment_option_names", "format_validation_error",
+    "ProxyLocation", "RayActorOptionsSchema", "ReplicaID", "RequestRouterConfig", "deployment_option_names", "format_validation_error",
     "validate_ray_actor_options",
 ]
 
@@ -469,7 +471,9 @@ class DeploymentConfig(BaseModel):
 
     Beyond Ray Serve's ``DeploymentConfig`` this also holds the replica placement
     options (``ray_actor_options``, ``max_replicas_per_node``, ``placement_group_*``)
-    and ``logging_config``.
+    and ``logging_config``. ``request_router_config`` (a :class:`RequestRouterConfig`
+    or a dict of its fields) picks the callers' request router; changing it is
+    applied in place.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -489,6 +493,7 @@ class DeploymentConfig(BaseModel):
     placement_group_bundles: Optional[Bundles] = None
     placement_group_strategy: Optional[Strategy] = None
     logging_config: Optional[LoggingConfig] = None
+    request_router_config: RequestRouterConfig = Field(default_factory=RequestRouterConfig)
 
     @field_validator("ray_actor_options", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 # models they are built from; they are declared once, in config.py and config_file.py.
 from ray_serving_ext.config import (
     AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, LoggingConfig, ProxyLocation,
-    RayActorOptionsSchema,
+    RayActorOptionsSchema, RequestRouterConfig,
 )
 from ray_serving_ext.config_file import (
     DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema, gRPCOptionsSchema,
@@ -28,7 +28,7 @@ __all__ = [
     "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "AutoscalingPolicy", "BackpressureConfig",
     "ControllerOptions", "DeploymentSchema",
     "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
-    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
+    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState", "RequestRouterConfig",
     "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus", "gRPCOptionsSchema", "EncodingType",
     "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth", "AutoscalingStatus", "ScalingDecision",
     "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType", "DeploymentNode", "DeploymentTopology",

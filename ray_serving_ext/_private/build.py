@@ -17,8 +17,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ray import cloudpickle
 
-from ray_serving_ext.config import DeploymentConfig
+from ray_serving_ext._private.request_router_config import (
+    DEFAULT_REQUEST_ROUTER_PATH,
+    SERIALIZED_CLASS_KEY,
+    class_import_path,
+)
+from ray_serving_ext.config import DeploymentConfig, RequestRouterConfig
 from ray_serving_ext.deployment import _NOT_CONFIG, Application
+from ray_serving_ext.request_router import RequestRouter
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,43 @@ def _unique_names(apps: List[Application]) -> Dict[int, str]:
     return names
 
 
+def ship_request_router(dumped: Dict[str, Any]) -> Dict[str, Any]:
+    """A dumped RequestRouterConfig ready to travel: a custom router class (given
+    or imported from its path, here in the caller's process) becomes its import
+    path plus the class pickled by value, so that proxies and handles can load it
+    without its module. The default router is left as it is. Raises ValueError
+    for a path that does not import or does not name a RequestRouter subclass.
+    """
+    if dumped.get(SERIALIZED_CLASS_KEY) or dumped.get("request_router_class") == DEFAULT_REQUEST_ROUTER_PATH:
+        return dumped
+    try:
+        cls = RequestRouterConfig.model_validate(dumped).get_request_router_class()
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"request_router_class {dumped.get('request_router_class')!r} could not be imported: {exc}") from exc
+    if not inspect.isclass(cls) or not issubclass(cls, RequestRouter):
+        raise ValueError(f"request_router_class must name a RequestRouter subclass, got {cls!r}")
+    module = sys.modules.get(cls.__module__)
+    # The user's own module goes by value; ours (and __main__, by value anyway) by reference.
+    by_value = module is not None and cls.__module__ != "__main__" and not cls.__module__.startswith("ray_serving_ext")
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        blob = cloudpickle.dumps(cls)
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+    return {**dumped, "request_router_class": class_import_path(cls), SERIALIZED_CLASS_KEY: blob}
+
+
+def _explicit_options(options: Dict[str, Any], shipped_router: Dict[str, Any]) -> Dict[str, Any]:
+    """The user's options as the controller keeps them: a request router class given
+    as a class is named by its import path, so unpickling the spec imports no user module."""
+    explicit = {k: v for k, v in options.items() if k != "name"}
+    if "request_router_config" in explicit:
+        explicit["request_router_config"] = {k: v for k, v in shipped_router.items() if k != SERIALIZED_CLASS_KEY}
+    return explicit
+
+
 def _actor_options(
     options: Dict[str, Any], runtime_env: Dict[str, Any], merge_runtime_env: bool
 ) -> Dict[str, Any]:
@@ -230,6 +273,7 @@ def build_app(
         config["ray_actor_options"] = _actor_options(config["ray_actor_options"], runtime_env or {}, merge_runtime_env)
         if logging_config is not None and not config.get("logging_config"):
             config["logging_config"] = copy.deepcopy(logging_config)
+        config["request_router_config"] = ship_request_router(config["request_router_config"])
         serialized_def = cloudpickle.dumps(dep.func_or_class)
         init = (_replace_apps(list(app.args), names, app_name), _replace_apps(app.kwargs, names, app_name))
         serialized_init = cloudpickle.dumps(init)
@@ -244,7 +288,7 @@ def build_app(
                 ),
                 is_function=inspect.isfunction(dep.func_or_class),
                 ingress=app is root,
-                explicit_options={k: v for k, v in options.items() if k != "name"},
+                explicit_options=_explicit_options(options, config["request_router_config"]),
                 def_name=getattr(dep.func_or_class, "__name__", ""),
             )
         )

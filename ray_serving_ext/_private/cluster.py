@@ -124,6 +124,36 @@ def actor_id_of(handle: Any) -> Optional[str]:
         return handle._actor_id.hex()
     except AttributeError:
         return None
+# The node label Ray Serve reads a node's availability zone from.
+_AZ_LABEL = "ray.io/availability-zone"
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    """Where this process runs, as request routers see their caller (all None outside Ray)."""
+
+    node_id: Optional[str] = None
+    actor_id: Optional[str] = None
+    actor_name: str = ""
+    availability_zone: Optional[str] = None
+
+
+def caller_identity() -> CallerIdentity:
+    """This process's node, actor and availability zone. Never starts Ray: outside a
+    connected process (a unit test, a driver before ray.init) everything is unknown."""
+    if not ray.is_initialized():
+        return CallerIdentity()
+    ctx = ray.get_runtime_context()
+    try:
+        labels = ctx.get_node_labels()
+    except AttributeError:  # a Ray without node labels
+        labels = {}
+    return CallerIdentity(ctx.get_node_id(), ctx.get_actor_id(), ctx.get_actor_name() or "", labels.get(_AZ_LABEL))
+
+
+def current_availability_zone() -> Optional[str]:
+    """The availability zone label of this process's node, or None if it has none."""
+    return caller_identity().availability_zone
 
 
 def job_is_dead(job_id_hex: str) -> bool:

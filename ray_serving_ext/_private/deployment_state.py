@@ -264,6 +264,12 @@ class DeploymentState:
         if rec is not None:
             rec.model_ids = tuple(model_ids)
 
+    def set_routing_stats(self, replica_id: str, stats: Dict[str, Any]) -> None:
+        """A replica's `record_routing_stats()` result, for its callers' request routers."""
+        rec = self.replicas.get(replica_id)
+        if rec is not None:
+            rec.routing_stats = dict(stats)
+
     def mark_replica_dead(self, replica_id: str, reason: str) -> None:
         rec = self.replicas.get(replica_id)
         if rec is not None and rec.state not in (ReplicaState.STOPPING, ReplicaState.STARTING):
@@ -417,12 +423,13 @@ class DeploymentState:
     def routable(self) -> List[ReplicaInfo]:
         return [
             ReplicaInfo(r.replica_id, r.actor_name, r.actor, r.node_id, int(r.config.get("max_ongoing_requests", 5)),
-                        r.node_ip, r.port, r.token, r.model_ids)
+                        r.node_ip, r.port, r.token, r.model_ids, r.availability_zone, r.routing_stats)
             for r in self.replicas.values()
             if r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING) and r.actor is not None
         ]
 
     def target_info(self) -> DeploymentTargetInfo:
+        router = self.config.request_router_config
         return DeploymentTargetInfo(
             replicas=self.routable(),
             max_ongoing_requests=self.config.max_ongoing_requests,
@@ -431,6 +438,7 @@ class DeploymentState:
             message=self.message,
             backpressure_status_code=self.config.backpressure_config.status_code,
             backpressure_retry_after_s=self.config.backpressure_config.retry_after_s,
+            request_router_config=None if router.is_default_request_router() else router,
         )
 
     def _broadcast_if_changed(self, force: bool = False) -> None:
@@ -440,7 +448,7 @@ class DeploymentState:
             self.recovering, force = False, True
         info = self.target_info()
         signature = (
-            tuple(sorted((r.replica_id, r.model_ids) for r in info.replicas)),
+            tuple(sorted((r.replica_id, r.model_ids, r.routing_stats) for r in info.replicas)),
             info.max_ongoing_requests,
             info.max_queued_requests,
             info.exists,

@@ -51,6 +51,8 @@ class ReplicaRecord:
         self.port: Optional[int] = None
         self.token: str = ""
         self.model_ids: tuple = ()
+        self.availability_zone: Optional[str] = None
+        self.routing_stats: Dict[str, Any] = {}  # its latest record_routing_stats() result
         self.health_ref: Any = None
         self.health_sent_at = 0.0
         self.last_health_check = time.time()
@@ -123,6 +125,7 @@ class ReplicaRecord:
         self.model_ids = tuple(meta.get("model_ids", ()))
         self.actor_id = meta.get("actor_id") or ""
         self.log_path = meta.get("log_path") or ""
+        self.availability_zone = meta.get("availability_zone")
         return meta
 
     def mark_running(self) -> None:

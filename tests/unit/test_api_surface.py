@@ -41,26 +41,22 @@ _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
     "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
                   "get_trace_context"],
-    "ray.serve.config": ["ReplicaID", "RequestRouterConfig",
-                         "GangPlacementStrategy", "GangRuntimeFailurePolicy",
+    "ray.serve.config": ["GangPlacementStrategy", "GangRuntimeFailurePolicy",
                          "DeploymentActorConfig", "GangSchedulingConfig"],
     "ray.serve.schema": [
         "DeploymentActorConfig",
-        "GangSchedulingConfig", "RequestRouterConfig",
+        "GangSchedulingConfig",
         "TracingConfig", "CeleryAdapterConfig",
         "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
-    "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
-                                 "RequestRouter", "RunningReplica"],
 }
 _NOT_YET_PARAMS = {
     "serve.deployment": ["deployment_actors", "gang_scheduling_config",
                          "max_constructor_retry_count", "max_surge_percent",
-                         "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
+                         "placement_group_bundle_label_selector", "rolling_update_percentage"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
     "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
-                         "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
+                         "max_surge_percent", "placement_group_bundle_label_selector",
                          "rolling_update_percentage"],
 }
 NOT_YET: Dict[str, str] = {

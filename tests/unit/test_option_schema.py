@@ -49,6 +49,8 @@ SAMPLES = {
     "placement_group_bundles": [{"CPU": 1.0}],
     "placement_group_strategy": None,  # needs bundles: checked together below
     "logging_config": {"log_level": "DEBUG"},
+    "request_router_config": {"request_router_class": "my_pkg.routers:HeaderRouter",
+                              "request_routing_stats_period_s": 2.0},
 }
 
 
