@@ -23,7 +23,7 @@ from ray_serving_ext._private.config_types import (
 )
 from ray_serving_ext.config import (
     AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
-    format_validation_error,
+    check_scheduling_options, format_validation_error,
 )
 
 __all__ = [
@@ -100,6 +100,7 @@ class _DeploymentOverrides(BaseModel):
         if isinstance(self.num_replicas, int) and self.autoscaling_config is not None:
             raise ValueError(NUM_REPLICAS_AND_AUTOSCALING_ERROR)
         check_replicas_per_node(self.max_replicas_per_node, self.placement_group_bundles)
+        check_scheduling_options({name: getattr(self, name) for name in self.model_fields_set})
         return self
 
     def is_autoscaling_configured(self) -> bool:

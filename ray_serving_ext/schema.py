@@ -14,8 +14,8 @@ from typing import Any, Dict, Optional
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.
 from ray_serving_ext.config import (
-    AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, LoggingConfig, ProxyLocation,
-    RayActorOptionsSchema,
+    AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, DeploymentActorConfig,
+    GangSchedulingConfig, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
 )
 from ray_serving_ext.config_file import (
     DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema,
@@ -23,8 +23,8 @@ from ray_serving_ext.config_file import (
 
 __all__ = [
     "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "AutoscalingPolicy", "BackpressureConfig",
-    "ControllerOptions", "DeploymentSchema",
-    "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
+    "ControllerOptions", "DeploymentActorConfig", "DeploymentSchema",
+    "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "GangSchedulingConfig", "HTTPOptionsSchema",
     "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
     "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus",
 ]

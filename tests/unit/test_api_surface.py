@@ -41,12 +41,9 @@ _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
     "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
                   "get_trace_context"],
-    "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions",
-                         "GangPlacementStrategy", "GangRuntimeFailurePolicy",
-                         "DeploymentActorConfig", "GangSchedulingConfig"],
+    "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions"],
     "ray.serve.schema": [
-        "DeploymentActorConfig",
-        "GangSchedulingConfig", "RequestRouterConfig", "EncodingType",
+        "RequestRouterConfig", "EncodingType",
         "TracingConfig", "gRPCOptionsSchema",
         "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth",
         "AutoscalingStatus", "ScalingDecision", "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType",
@@ -60,16 +57,12 @@ _NOT_YET_NAMES = {
                                      "PrometheusQueryMixin"],
 }
 _NOT_YET_PARAMS = {
-    "serve.deployment": ["deployment_actors", "gang_scheduling_config",
-                         "max_constructor_retry_count", "max_surge_percent",
-                         "placement_group_bundle_label_selector", "request_router_config",
+    "serve.deployment": ["max_constructor_retry_count", "max_surge_percent", "request_router_config",
                          "rolling_update_percentage"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
     "ServeApplicationSchema": ["autoscaling_policy"],
-    "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
-                         "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
+    "DeploymentSchema": ["max_surge_percent", "request_router_config", "rolling_update_percentage"],
 }
 NOT_YET: Dict[str, str] = {
     **{f"{module}.{name}": _TODO for module, names in _NOT_YET_NAMES.items() for name in names},
