@@ -42,6 +42,8 @@ class DeploymentSpec:
     ingress: bool = False
     explicit_options: Dict[str, Any] = field(default_factory=dict)
     def_name: str = ""
+    # Deployment-scoped actors: name -> (version, pickled (actor class, init args, init kwargs)).
+    deployment_actors: Dict[str, Tuple[str, bytes]] = field(default_factory=dict)
 
     def deployment_config(self) -> DeploymentConfig:
         return DeploymentConfig.model_validate(self.config)

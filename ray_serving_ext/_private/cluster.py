@@ -217,3 +217,50 @@ class PendingCall:
     def result(self) -> Any:
         """The call's value; raises what the call raised. Only once done()."""
         return self._future.result()
+
+
+# ---------------------------------------------------------------------------- placement groups
+
+
+def create_placement_group(bundles: List[Dict[str, float]], strategy: str, name: str = "",
+                           bundle_label_selector: Optional[List[Dict[str, str]]] = None) -> Any:
+    """Ask Ray for a placement group (returns at once; Ray reserves it when it can).
+
+    `bundle_label_selector`, one selector per bundle, restricts each bundle to
+    nodes with those labels (Ray core's own option). Raises ValueError for
+    arguments Ray rejects.
+    """
+    from ray.util.placement_group import placement_group
+
+    kwargs: Dict[str, Any] = {"strategy": strategy, "name": name}
+    if bundle_label_selector:
+        kwargs["bundle_label_selector"] = bundle_label_selector
+    return placement_group(bundles, **kwargs)
+
+
+def remove_placement_group(group: Any) -> None:
+    """Release a placement group (and end what still runs in it); no error if it is gone."""
+    from ray.util.placement_group import remove_placement_group as _remove
+
+    try:
+        _remove(group)
+    except Exception:
+        pass
+
+
+def in_placement_group(group: Any, bundle_index: int) -> Any:
+    """The scheduling strategy that puts an actor into bundle `bundle_index` of
+    `group`, with the tasks and actors it starts captured by the group too."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(
+        group, placement_group_bundle_index=bundle_index, placement_group_capture_child_tasks=True
+    )
+
+
+# ---------------------------------------------------------------------------- named actors
+
+
+def get_serve_actor(name: str) -> Any:
+    """The live actor named `name` in the `serve` namespace; ValueError if there is none."""
+    return ray.get_actor(name, namespace=SERVE_NAMESPACE)
