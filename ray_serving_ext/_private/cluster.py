@@ -264,3 +264,13 @@ def in_placement_group(group: Any, bundle_index: int) -> Any:
 def get_serve_actor(name: str) -> Any:
     """The live actor named `name` in the `serve` namespace; ValueError if there is none."""
     return ray.get_actor(name, namespace=SERVE_NAMESPACE)
+
+
+def start_named_actor(actor_class: Any, name: str, options: Dict[str, Any], args: tuple, kwargs: Dict[str, Any]) -> Any:
+    """Create a detached actor named `name` in the `serve` namespace that Ray never
+    restarts (its owner recreates it), from a `@ray.remote` class or a plain class."""
+    remote = actor_class if callable(getattr(actor_class, "options", None)) and hasattr(actor_class, "remote") \
+        else ray.remote(actor_class)
+    return remote.options(
+        name=name, namespace=SERVE_NAMESPACE, lifetime="detached", max_restarts=0, **options
+    ).remote(*args, **kwargs)

@@ -26,6 +26,7 @@ from ray_serving_ext._private.constants import (
     MAX_CONSTRUCTOR_RETRIES,
     SLOW_STARTUP_WARNING_S,
 )
+from ray_serving_ext._private.deployment_actors import DeploymentActors
 from ray_serving_ext._private.gang import GangTracker, required_resources, round_up_to_gangs
 from ray_serving_ext._private.replica_record import ReplicaRecord, short_error
 from ray_serving_ext.config import DeploymentConfig
@@ -84,6 +85,7 @@ class DeploymentState:
         self.capacity: Optional[float] = None  # target_capacity percent; None means 100
         self._unplaced_reason = ""  # why the last replica could not be started, if it could not
         self._gangs = GangTracker(deployment_id)
+        self._actors = DeploymentActors(deployment_id)
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -94,6 +96,7 @@ class DeploymentState:
             self.last_error = ""
             self._infeasible_checked = False
         self.spec = spec
+        self._actors.sync(getattr(spec, "deployment_actors", None) or {})
         self.version_key = new_key
         self.config = new_config
         self.deleting = False
@@ -161,12 +164,15 @@ class DeploymentState:
         if self.spec is None and not self.replicas:
             return
         self.autoscale()
+        self._update_deployment_actors()
         self._poll_pending()
         self._poll_health()
         self._gangs.enforce_failure_policy(self.replicas, self._gang_policy())
         self._poll_stopping()
         self._gangs.reap(self.replicas)
         self._scale(nodes)
+        if self.deleting and not self.replicas:
+            self._actors.kill_all()  # only now: draining replicas may still use them
         self._update_status(nodes)
         self._broadcast_if_changed()
         self.export_gauges()
@@ -201,6 +207,7 @@ class DeploymentState:
         for rec in self.replicas.values():
             rec.kill()
         self._gangs.remove_all()
+        self._actors.kill_all()
 
     def _on_start_failure(self, rec: ReplicaRecord, exc: BaseException) -> None:
         recovering = rec.state == ReplicaState.RECOVERING
@@ -313,7 +320,7 @@ class DeploymentState:
         current = [r for r in active if r.version_key == self.version_key]
         old = [r for r in active if r.version_key != self.version_key]
         target = self.target_num_replicas
-        if not self.deleting and not self._deploy_failed():
+        if not self.deleting and not self._deploy_failed() and self._actors.all_ready():
             for _ in range(target - len(current)):
                 self._start_replica(nodes)
         if len(current) > target:
@@ -328,6 +335,17 @@ class DeploymentState:
                 rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
         self._reconfigure_in_place(current)
 
+    # ---- deployment-scoped actors (see deployment_actors.py) --------------------------------
+    def _update_deployment_actors(self) -> None:
+        """Drive the deployment's actors; one that keeps failing to start fails the deployment."""
+        if self.deleting:
+            return
+        self._actors.update()
+        problem = self._actors.failure()
+        if problem:
+            self.failed_starts = max(self.failed_starts, MAX_CONSTRUCTOR_RETRIES)
+            self.last_error = problem
+
     # ---- gangs (see gang.py) -------------------------------------------------------------
     def _gang_policy(self) -> Any:
         gang = self.config.gang_scheduling_config
@@ -339,7 +357,7 @@ class DeploymentState:
         self.target_num_replicas = round_up_to_gangs(self.target_num_replicas, gang.gang_size)
         self._gangs.scale(
             self.replicas, self.version_key, self.target_num_replicas, gang.gang_size,
-            can_start=not self.deleting and not self._deploy_failed(),
+            can_start=not self.deleting and not self._deploy_failed() and self._actors.all_ready(),
             keep_all_old=self._deploy_failed() and not self.deleting,
             start_gang=self._start_gang, timeout_s=self.config.graceful_shutdown_timeout_s,
         )

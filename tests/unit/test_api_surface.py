@@ -39,8 +39,7 @@ DELIBERATELY_LEFT_OUT: Dict[str, str] = {}
 
 _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
-    "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
-                  "get_trace_context"],
+    "ray.serve": ["TracingConfig", "get_trace_context"],
     "ray.serve.config": ["ActorClass", "ReplicaID", "RequestRouterConfig", "gRPCOptions"],
     "ray.serve.schema": [
         "RequestRouterConfig", "EncodingType",
