@@ -35,7 +35,7 @@ class DeploymentActorContext:
 
     deployment_id: Any
     actor_name: str
-    code_version: Optional[str] = None
+    code_version: str | None = None
 
     @property
     def app_name(self) -> str:

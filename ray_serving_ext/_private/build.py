@@ -47,7 +47,7 @@ class DeploymentSpec:
     explicit_options: Dict[str, Any] = field(default_factory=dict)
     def_name: str = ""
     # Deployment-scoped actors: name -> (version, pickled (actor class, init args, init kwargs)).
-    deployment_actors: Dict[str, Tuple[str, bytes]] = field(default_factory=dict)
+    deployment_actors: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     def deployment_config(self) -> DeploymentConfig:
         return DeploymentConfig.model_validate(self.config)
@@ -206,8 +206,8 @@ def _pickled_by_value(cls: Any, obj: Any) -> bytes:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def _deployment_actor_options(entry: Dict[str, Any], deployment_env: Dict[str, Any], dep_id: DeploymentID,
-                              version: str) -> Dict[str, Any]:
+def _deployment_actor_options(entry: dict[str, Any], deployment_env: dict[str, Any], dep_id: DeploymentID,
+                              version: str) -> dict[str, Any]:
     """The Ray options a deployment actor is created with: the user's (less those Serve
     sets), its runtime_env merged over the deployment's, plus its context env vars."""
     options = {k: v for k, v in (entry.get("actor_options") or {}).items() if k not in _SERVE_ACTOR_OPTIONS}
@@ -224,7 +224,7 @@ def _deployment_actor_options(entry: Dict[str, Any], deployment_env: Dict[str, A
     return options
 
 
-def build_deployment_actors(config: Dict[str, Any], dep_id: DeploymentID, version: str) -> Dict[str, Tuple[str, bytes]]:
+def build_deployment_actors(config: dict[str, Any], dep_id: DeploymentID, version: str) -> dict[str, tuple[str, bytes]]:
     """Pickle the deployment-scoped actors declared in `config` (a DeploymentConfig
     dump; its entries' classes are replaced by their import paths, in place).
 
@@ -232,7 +232,7 @@ def build_deployment_actors(config: Dict[str, Any], dep_id: DeploymentID, versio
     options; the pickled (actor class, init args, init kwargs, Ray options)). An
     import-path class is imported here. Raises what the import raises.
     """
-    built: Dict[str, Tuple[str, bytes]] = {}
+    built: dict[str, tuple[str, bytes]] = {}
     plain = []
     for entry in config.get("deployment_actors") or ():
         cls = import_attr(entry["actor_class"]) if isinstance(entry["actor_class"], str) else entry["actor_class"]

@@ -222,8 +222,8 @@ class PendingCall:
 # ---------------------------------------------------------------------------- placement groups
 
 
-def create_placement_group(bundles: List[Dict[str, float]], strategy: str, name: str = "",
-                           bundle_label_selector: Optional[List[Dict[str, str]]] = None) -> Any:
+def create_placement_group(bundles: list[dict[str, float]], strategy: str, name: str = "",
+                           bundle_label_selector: list[dict[str, str]] | None = None) -> Any:
     """Ask Ray for a placement group (returns at once; Ray reserves it when it can).
 
     `bundle_label_selector`, one selector per bundle, restricts each bundle to
@@ -232,7 +232,7 @@ def create_placement_group(bundles: List[Dict[str, float]], strategy: str, name:
     """
     from ray.util.placement_group import placement_group
 
-    kwargs: Dict[str, Any] = {"strategy": strategy, "name": name}
+    kwargs: dict[str, Any] = {"strategy": strategy, "name": name}
     if bundle_label_selector:
         kwargs["bundle_label_selector"] = bundle_label_selector
     return placement_group(bundles, **kwargs)
@@ -244,7 +244,7 @@ def remove_placement_group(group: Any) -> None:
 
     try:
         _remove(group)
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - already removed (or its cluster is gone): nothing to release
         pass
 
 
@@ -266,7 +266,7 @@ def get_serve_actor(name: str) -> Any:
     return ray.get_actor(name, namespace=SERVE_NAMESPACE)
 
 
-def start_named_actor(actor_class: Any, name: str, options: Dict[str, Any], args: tuple, kwargs: Dict[str, Any]) -> Any:
+def start_named_actor(actor_class: Any, name: str, options: dict[str, Any], args: tuple, kwargs: dict[str, Any]) -> Any:
     """Create a detached actor named `name` in the `serve` namespace that Ray never
     restarts (its owner recreates it), from a `@ray.remote` class or a plain class."""
     remote = actor_class if callable(getattr(actor_class, "options", None)) and hasattr(actor_class, "remote") \

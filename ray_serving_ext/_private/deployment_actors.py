@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any
 
 import ray
 from ray import cloudpickle
 
-from ray_serving_ext._private.cluster import PendingCall, get_serve_actor, kill_actor, start_named_actor
+from ray_serving_ext._private.cluster import (
+    PendingCall,
+    get_serve_actor,
+    kill_actor,
+    start_named_actor,
+)
 from ray_serving_ext._private.common import DeploymentID, deployment_actor_name
 from ray_serving_ext._private.constants import (
-    DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S, DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S,
-    DEPLOYMENT_ACTOR_HEALTH_CHECK_UNHEALTHY_THRESHOLD, MAX_CONSTRUCTOR_RETRIES,
+    DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S,
+    DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S,
+    DEPLOYMENT_ACTOR_HEALTH_CHECK_UNHEALTHY_THRESHOLD,
+    MAX_CONSTRUCTOR_RETRIES,
 )
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -42,7 +50,7 @@ class _Actor:
     blob: bytes
     handle: Any = None
     ready: bool = False
-    call: Optional[PendingCall] = None  # the __ray_ready__ in flight (start or health check)
+    call: PendingCall | None = None  # the __ray_ready__ in flight (start or health check)
     call_sent_at: float = 0.0
     last_check: float = 0.0
     check_failures: int = 0
@@ -58,16 +66,16 @@ class DeploymentActors:
 
     def __init__(self, deployment_id: DeploymentID,
                  start_actor: Callable[..., Any] = start_named_actor,
-                 lookup: Optional[Callable[[str], Any]] = None,
+                 lookup: Callable[[str], Any] | None = None,
                  kill: Callable[[Any], None] = kill_actor) -> None:
         self.id = deployment_id
-        self.actors: Dict[str, _Actor] = {}
+        self.actors: dict[str, _Actor] = {}
         self._start_actor = start_actor
         self._lookup = lookup or _live_actor
         self._kill = kill
 
     # ---- goal ------------------------------------------------------------------------
-    def sync(self, declared: Dict[str, Tuple[str, bytes]]) -> None:
+    def sync(self, declared: dict[str, tuple[str, bytes]]) -> None:
         """Make `declared` (name -> (version, pickled class/args/options)) the goal:
         actors no longer declared or declared differently are killed (the latter to be
         recreated); new ones are created by the next steps."""
@@ -131,7 +139,7 @@ class DeploymentActors:
         try:
             cls, args, kwargs, options = cloudpickle.loads(entry.blob)
             entry.handle = self._start_actor(cls, entry.ray_name, options, args, kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the user's class or options: a failed start
             entry.start_failures += 1
             entry.last_error = _one_line(exc)
             logger.warning("Could not create deployment actor %s of %s: %s", entry.name, self.id, entry.last_error)
@@ -155,7 +163,7 @@ class DeploymentActors:
             logger.warning("Deployment actor %s of %s died: %s; recreating it.", entry.name, self.id, entry.last_error)
             self._stop(entry, reason="it died")
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any other failure counts against its health
             self._on_check_failed(entry, _one_line(exc))
             return
         if not entry.ready:

@@ -367,7 +367,7 @@ class DeploymentState:
         """Start one whole gang; False (and a counted failed start) if it could not be."""
         try:
             self._gangs.start_gang(self.version_key, self.config, self._start_gang_member)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray's or the bundles' error: a failed start, reported
             self.failed_starts += 1
             self.last_error = short_error(exc)
             logger.warning("A gang of %s failed to start: %s", self.id, self.last_error)

@@ -20,13 +20,22 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
-from ray_serving_ext._private.cluster import create_placement_group, in_placement_group, remove_placement_group
+from ray_serving_ext._private.cluster import (
+    create_placement_group,
+    in_placement_group,
+    remove_placement_group,
+)
 from ray_serving_ext._private.common import DeploymentID
 from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS
-from ray_serving_ext.config import DeploymentConfig, GangRuntimeFailurePolicy, bundle_label_selectors
+from ray_serving_ext.config import (
+    DeploymentConfig,
+    GangRuntimeFailurePolicy,
+    bundle_label_selectors,
+)
 from ray_serving_ext.schema import ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -47,7 +56,7 @@ class Gang:
     version_key: str
     placement_group: Any
     pg_name: str
-    member_ids: List[str] = field(default_factory=list)
+    member_ids: list[str] = field(default_factory=list)
 
 
 def round_up_to_gangs(num_replicas: int, gang_size: int) -> int:
@@ -56,11 +65,11 @@ def round_up_to_gangs(num_replicas: int, gang_size: int) -> int:
     return math.ceil(num_replicas / gang_size) * gang_size if num_replicas > 0 else 0
 
 
-def required_resources(ray_actor_options: Dict[str, Any]) -> Dict[str, float]:
+def required_resources(ray_actor_options: dict[str, Any]) -> dict[str, float]:
     """The resources a replica actor with these options needs (zero amounts left out):
     what placement checks compare with nodes, and the bundle a gang reserves per replica
     when the deployment sets no `placement_group_bundles`."""
-    bundle: Dict[str, float] = {"CPU": float(ray_actor_options.get("num_cpus", DEFAULT_REPLICA_NUM_CPUS) or 0)}
+    bundle: dict[str, float] = {"CPU": float(ray_actor_options.get("num_cpus", DEFAULT_REPLICA_NUM_CPUS) or 0)}
     if ray_actor_options.get("num_gpus"):
         bundle["GPU"] = float(ray_actor_options["num_gpus"])
     if ray_actor_options.get("memory"):
@@ -69,7 +78,7 @@ def required_resources(ray_actor_options: Dict[str, Any]) -> Dict[str, float]:
     return {k: v for k, v in bundle.items() if v > 0}
 
 
-def gang_bundles(config: DeploymentConfig) -> Tuple[List[Dict[str, float]], Optional[List[Dict[str, str]]], int]:
+def gang_bundles(config: DeploymentConfig) -> tuple[list[dict[str, float]], list[dict[str, str]] | None, int]:
     """(bundles, label selectors or None, bundles per replica) of one gang's placement group.
 
     Raises ValueError when a replica would need an empty bundle (Ray refuses those).
@@ -96,12 +105,12 @@ class GangTracker:
                  remove_pg: Callable[[Any], None] = remove_placement_group,
                  strategy_for: Callable[[Any, int], Any] = in_placement_group) -> None:
         self.deployment_id = deployment_id
-        self.gangs: Dict[str, Gang] = {}
+        self.gangs: dict[str, Gang] = {}
         self._create_pg = create_pg
         self._remove_pg = remove_pg
         self._strategy_for = strategy_for
 
-    def gang_of(self, replica_id: str) -> Optional[Gang]:
+    def gang_of(self, replica_id: str) -> Gang | None:
         for gang in self.gangs.values():
             if replica_id in gang.member_ids:
                 return gang
@@ -121,7 +130,7 @@ class GangTracker:
         name = f"{GANG_PG_NAME_PREFIX}{self.deployment_id.app_name}::{self.deployment_id.name}::{gang_id}"
         group = self._create_pg(bundles, gang_cfg.gang_placement_strategy.value, name, selectors)
         gang = Gang(gang_id, version_key, group, name)
-        started: List[Any] = []
+        started: list[Any] = []
         try:
             for rank in range(gang_cfg.gang_size):
                 rec = start_member(self._strategy_for(group, rank * per_replica))
@@ -141,7 +150,7 @@ class GangTracker:
         return gang
 
     # ---- failure policy and clean-up -------------------------------------------------
-    def enforce_failure_policy(self, replicas: Dict[str, Any], policy: Optional[GangRuntimeFailurePolicy]) -> List[str]:
+    def enforce_failure_policy(self, replicas: dict[str, Any], policy: GangRuntimeFailurePolicy | None) -> list[str]:
         """Under RESTART_GANG (also the rule for gangs left from a gang config since
         replaced), stop every live member of a gang that has lost a member.
         Returns the ids of the gangs it tore down."""
@@ -160,7 +169,7 @@ class GangTracker:
                                gang.gang_id, self.deployment_id)
         return torn_down
 
-    def reap(self, replicas: Dict[str, Any]) -> None:
+    def reap(self, replicas: dict[str, Any]) -> None:
         """Release the placement group of every gang none of whose members is left."""
         for gang_id, gang in list(self.gangs.items()):
             if not any(rid in replicas for rid in gang.member_ids):
@@ -174,28 +183,28 @@ class GangTracker:
         self.gangs.clear()
 
     # ---- scaling ---------------------------------------------------------------------
-    def live_gangs(self, replicas: Dict[str, Any], version_key: Optional[str] = None) -> List[Gang]:
+    def live_gangs(self, replicas: dict[str, Any], version_key: str | None = None) -> list[Gang]:
         """Gangs all of whose members are active (of `version_key` if given)."""
         result = []
         for gang in self.gangs.values():
             members = [replicas.get(rid) for rid in gang.member_ids]
-            if all(m is not None and m.state in _ACTIVE for m in members) and members:
-                if version_key is None or gang.version_key == version_key:
-                    result.append(gang)
+            complete = bool(members) and all(m is not None and m.state in _ACTIVE for m in members)
+            if complete and (version_key is None or gang.version_key == version_key):
+                result.append(gang)
         return result
 
-    def stop_gang(self, gang: Gang, replicas: Dict[str, Any], timeout_s: float) -> None:
+    def stop_gang(self, gang: Gang, replicas: dict[str, Any], timeout_s: float) -> None:
         """Stop every member of `gang` gracefully (a deliberate stop, not a failure)."""
         for rid in gang.member_ids:
             rec = replicas.get(rid)
             if rec is not None:
                 rec.stop(graceful=True, timeout_s=timeout_s)
 
-    def running_members(self, gang: Gang, replicas: Dict[str, Any]) -> int:
+    def running_members(self, gang: Gang, replicas: dict[str, Any]) -> int:
         return sum(1 for rid in gang.member_ids if replicas.get(rid) is not None
                    and replicas[rid].state == ReplicaState.RUNNING)
 
-    def scale(self, replicas: Dict[str, Any], version_key: str, target: int, gang_size: int, *,
+    def scale(self, replicas: dict[str, Any], version_key: str, target: int, gang_size: int, *,
               can_start: bool, keep_all_old: bool, start_gang: Callable[[], bool], timeout_s: float) -> None:
         """One scaling step in whole gangs: start gangs of `version_key` up to
         `target` replicas (when `can_start`; `start_gang` returns False to stop
@@ -219,10 +228,10 @@ class GangTracker:
         keep_old = target if keep_all_old else max(0, target - running_new)
         self._retire_old(replicas, version_key, keep_old, timeout_s)
 
-    def _retire_old(self, replicas: Dict[str, Any], version_key: str, keep: int, timeout_s: float) -> None:
+    def _retire_old(self, replicas: dict[str, Any], version_key: str, keep: int, timeout_s: float) -> None:
         """Stop older units (whole gangs; replicas outside any gang one by one) until at
         most `keep` of their replicas remain, starting replicas first, newest first."""
-        units: List[Tuple[int, float, int, Callable[[], None]]] = []
+        units: list[tuple[int, float, int, Callable[[], None]]] = []
         for gang in self.live_gangs(replicas):
             if gang.version_key != version_key:
                 first = replicas[gang.member_ids[0]]

@@ -13,7 +13,12 @@ from typing import Any, Dict, Optional
 import ray
 
 from ray_serving_ext._private.cluster import (
-    PendingCall, create_placement_group, in_placement_group, kill_actor, remote_class, remove_placement_group,
+    PendingCall,
+    create_placement_group,
+    in_placement_group,
+    kill_actor,
+    remote_class,
+    remove_placement_group,
 )
 from ray_serving_ext._private.common import DeploymentID, replica_actor_name
 from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS, SERVE_NAMESPACE

@@ -6,7 +6,7 @@ with the application."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import ray
@@ -31,7 +31,7 @@ class Counter:
         self.value += 1
         return self.value
 
-    def whoami(self) -> Dict[str, Any]:
+    def whoami(self) -> dict[str, Any]:
         ctx = serve.get_deployment_actor_context()
         return {"app": ctx.app_name, "deployment": ctx.deployment, "actor": ctx.actor_name,
                 "code_version": ctx.code_version, "pid": os.getpid()}
@@ -49,7 +49,7 @@ class Shared:
         # The actor exists before any replica starts, so constructors may use it.
         self.seen_at_start = ray.get(serve.get_deployment_actor("counter").incr.remote())
 
-    async def __call__(self, request: Request) -> Dict[str, Any]:
+    async def __call__(self, request: Request) -> dict[str, Any]:
         counter = serve.get_deployment_actor("counter")  # looked up per call: survives recreation
         if request.url.path.endswith("/whoami"):
             return await counter.whoami.remote()

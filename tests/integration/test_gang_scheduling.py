@@ -4,7 +4,7 @@ a member dies, groups released with the application."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 import ray
@@ -27,21 +27,21 @@ TIMEOUT = 30
     graceful_shutdown_timeout_s=1,
 )
 class Member:
-    def __call__(self, request: Any = None) -> Dict[str, str]:
+    def __call__(self, request: Any = None) -> dict[str, str]:
         group = ray.util.get_current_placement_group()
         return {"replica": serve.get_replica_context().replica_id, "group": group.id.hex() if group else ""}
 
 
-def _gang_groups(app: str, deployment: str, state: str = "CREATED") -> Dict[str, Dict[str, Any]]:
+def _gang_groups(app: str, deployment: str, state: str = "CREATED") -> dict[str, dict[str, Any]]:
     """Our gang placement groups of `app`/`deployment` in Ray's table, by group id."""
     prefix = f"SERVE_GANG::{app}::{deployment}::"
     return {pg_id: info for pg_id, info in ray.util.placement_group_table().items()
             if info["name"].startswith(prefix) and info["state"] == state}
 
 
-def _members(url: str, want: int) -> Dict[str, str]:
+def _members(url: str, want: int) -> dict[str, str]:
     """replica id -> placement group id, over HTTP until `want` replicas have answered."""
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
 
     def all_answered() -> bool:
         for _ in range(20):
@@ -53,8 +53,8 @@ def _members(url: str, want: int) -> Dict[str, str]:
     return seen
 
 
-def _by_group(members: Dict[str, str]) -> Dict[str, List[str]]:
-    groups: Dict[str, List[str]] = {}
+def _by_group(members: dict[str, str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
     for replica, group in members.items():
         groups.setdefault(group, []).append(replica)
     return groups
@@ -130,7 +130,7 @@ def selected() -> str:
     return "placed"
 
 
-def _replica_groups(name_prefix: str = "") -> List[Dict[str, Any]]:
+def _replica_groups(name_prefix: str = "") -> list[dict[str, Any]]:
     return [info for info in ray.util.placement_group_table().values()
             if info["state"] in ("CREATED", "PENDING") and info["bundles"] == {0: {"CPU": 0.25}}
             and info["name"].startswith(name_prefix)]
