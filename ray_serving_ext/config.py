@@ -23,9 +23,12 @@ from pydantic import (
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
     ReplicasPerNode, SSLOptions, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
-    parse_import_path,
 )
 from ray_serving_ext._private.constants import default_log_encoding
+from ray_serving_ext._private.scheduling_config import (
+    DeploymentActorConfig, GangPlacementStrategy, GangRuntimeFailurePolicy, GangSchedulingConfig, LabelSelectors,
+    check_scheduling_options,
+)
 
 __all__ = [
     "AggregationFunction", "AutoscalingConfig", "AutoscalingContext", "AutoscalingPolicy", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
@@ -450,183 +453,6 @@ def validate_ray_actor_options(opts: dict[str, Any]) -> dict[str, Any]:
     return RayActorOptionsSchema.model_validate(opts).model_dump(include=set(opts))
 
 
-# ---------------------------------------------------------------------------- scheduling
-# Gang scheduling, deployment-scoped actors and bundle label selectors (Ray Serve 2.60).
-
-
-class GangPlacementStrategy(str, Enum):
-    """How the replicas of one gang are placed (the gang placement group's strategy)."""
-
-    PACK = "PACK"  # as few nodes as possible, best effort
-    SPREAD = "SPREAD"  # distinct nodes as far as possible, best effort
-
-
-class GangRuntimeFailurePolicy(str, Enum):
-    """What happens to a running gang when one of its replicas fails."""
-
-    RESTART_GANG = "RESTART_GANG"  # stop every member and start a new gang
-    RESTART_REPLICA = "RESTART_REPLICA"  # replace only the failed replica (not implemented, as in 2.60)
-
-
-class GangSchedulingConfig(BaseModel):
-    """Replicas scheduled in groups ("gangs") of ``gang_size``, as in Ray Serve 2.60.
-
-    Each gang gets one placement group holding the bundles of all its replicas
-    (``gang_placement_strategy``), its replicas start together, and when one
-    fails ``runtime_failure_policy`` decides what happens to the others.
-    ``num_replicas`` must be a multiple of ``gang_size``. ``RESTART_REPLICA`` is
-    rejected, as Ray Serve 2.60 rejects it (there with ``NotImplementedError``,
-    here with a ``ValueError`` so it reads as a validation error). Unknown keys
-    are rejected.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    gang_size: Int = Field(ge=1)
-    gang_placement_strategy: GangPlacementStrategy = GangPlacementStrategy.PACK
-    runtime_failure_policy: GangRuntimeFailurePolicy = GangRuntimeFailurePolicy.RESTART_GANG
-
-    @field_validator("runtime_failure_policy")
-    @classmethod
-    def _only_restart_gang(cls, value: GangRuntimeFailurePolicy) -> GangRuntimeFailurePolicy:
-        if value == GangRuntimeFailurePolicy.RESTART_REPLICA:
-            raise ValueError(
-                "RESTART_REPLICA policy is not yet implemented. File a GitHub issue if you need this feature."
-            )
-        return value
-
-
-def _check_actor_class(value: Any) -> Any:
-    """An import path ("module:Class"), a class, or a ``@ray.remote`` actor class."""
-    if isinstance(value, str):
-        parse_import_path(value)
-        return value
-    if isinstance(value, type) or callable(getattr(value, "remote", None)):
-        return value
-    raise ValueError(
-        "actor_class must be a @ray.remote class, a class or an import path like 'module:Class', "
-        f"got {type(value).__name__}"
-    )
-
-
-class DeploymentActorConfig(BaseModel):
-    """One deployment-scoped actor, as in Ray Serve 2.60.
-
-    The controller creates it (``actor_class(*init_args, **init_kwargs)`` with
-    ``actor_options``) before the deployment's replicas start, health-checks it
-    and recreates it when it dies; it is deleted with the deployment. Replicas
-    reach it with ``serve.get_deployment_actor(name)``. ``actor_class`` is a
-    ``@ray.remote`` class, a plain class (made remote by Serve) or an import
-    path; ``actor_options`` are Ray actor options (``runtime_env`` is merged
-    over the deployment's; ``name``, ``namespace``, ``lifetime``,
-    ``max_restarts`` and ``get_if_exists`` are Serve's and ignored). Equality
-    compares the fields, classes by their import path.
-    """
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    name: str = Field(min_length=1)
-    actor_class: Annotated[Any, AfterValidator(_check_actor_class)]
-    init_args: tuple[Any, ...] = ()
-    init_kwargs: dict[str, Any] = Field(default_factory=dict)
-    actor_options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("init_args", mode="before")
-    @classmethod
-    def _args_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else (value if value is not None else ())
-
-    @field_serializer("actor_class", when_used="json")
-    def _class_as_path(self, value: Any) -> str:
-        return actor_class_path(value)
-
-    def actor_class_path(self) -> str:
-        """``module:QualName`` of the actor class (the string itself for an import path)."""
-        return actor_class_path(self.actor_class)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DeploymentActorConfig):
-            return False
-        mine = (self.name, self.actor_class_path(), self.init_args, self.init_kwargs, self.actor_options)
-        return mine == (other.name, other.actor_class_path(), other.init_args, other.init_kwargs,
-                        other.actor_options)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def actor_class_path(actor_class: Any) -> str:
-    """``module:QualName`` naming *actor_class* (unwrapping a ``@ray.remote`` class)."""
-    if isinstance(actor_class, str):
-        return actor_class
-    cls = getattr(actor_class, "__ray_actor_class__", actor_class)
-    return f"{getattr(cls, '__module__', '')}:{getattr(cls, '__qualname__', type(cls).__name__)}"
-
-
-LabelSelectors = list[dict[str, str]]
-
-
-def check_scheduling_options(options: dict[str, Any]) -> None:
-    """Raise ValueError where gang scheduling, placement group bundles and their
-    label selectors are combined as Ray Serve 2.60 forbids.
-
-    *options* maps option names to values (absent or None: not set). Checked:
-    an int ``num_replicas`` (without autoscaling) is a multiple of ``gang_size``;
-    a gang excludes ``max_replicas_per_node`` and ``placement_group_strategy``;
-    ``placement_group_bundle_label_selector`` needs ``placement_group_bundles``
-    and holds one selector (for every bundle) or one per bundle; deployment
-    actor names are unique.
-    """
-    gang = options.get("gang_scheduling_config")
-    gang_size = gang.get("gang_size") if isinstance(gang, dict) else getattr(gang, "gang_size", None)
-    num_replicas = options.get("num_replicas")
-    if gang_size and isinstance(num_replicas, int) and options.get("autoscaling_config") is None \
-            and num_replicas % gang_size:
-        raise ValueError(f"num_replicas ({num_replicas}) must be a multiple of gang_size ({gang_size}).")
-    if gang is not None and options.get("max_replicas_per_node") is not None:
-        raise ValueError("Setting max_replicas_per_node is not allowed when gang_scheduling_config is provided.")
-    if gang is not None and options.get("placement_group_strategy") is not None:
-        raise ValueError(
-            "Setting placement_group_strategy is not allowed when gang_scheduling_config is provided. "
-            "Use gang_scheduling_config.gang_placement_strategy instead."
-        )
-    _check_label_selector(options.get("placement_group_bundle_label_selector"), options.get("placement_group_bundles"))
-    names = [a.get("name") if isinstance(a, dict) else getattr(a, "name", None)
-             for a in options.get("deployment_actors") or ()]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"deployment_actors must have unique names. Duplicate name(s): {duplicates}")
-
-
-def _check_label_selector(selector: list | None, bundles: list | None) -> None:
-    if selector is None:
-        return
-    if not bundles:
-        raise ValueError(
-            "If `placement_group_bundle_label_selector` is provided, `placement_group_bundles` must also be provided."
-        )
-    if len(selector) not in (1, len(bundles)):
-        raise ValueError(
-            "The `placement_group_bundle_label_selector` list must contain either a single selector (to apply "
-            "to all bundles) or match the number of `placement_group_bundles`. Got "
-            f"{len(selector)} selectors for {len(bundles)} bundles."
-        )
-
-
-def bundle_label_selectors(selector: list | None, num_bundles: int) -> LabelSelectors | None:
-    """One label selector per bundle: a single given selector applies to all
-    *num_bundles* bundles (Ray Serve's broadcast); None when none is given."""
-    if not selector:
-        return None
-    if len(selector) == 1:
-        return [dict(selector[0]) for _ in range(num_bundles)]
-    return [dict(s) for s in selector]
-
-
-__all__ += [
-    "DeploymentActorConfig", "GangPlacementStrategy", "GangRuntimeFailurePolicy", "GangSchedulingConfig",
-]
-
-
 # Options whose change needs new replicas; any other change is applied in place
 # (to running replicas or by the controller).
 _RESTART_FIELDS = frozenset({
@@ -651,7 +477,12 @@ class DeploymentConfig(BaseModel):
     Giving ``autoscaling_config`` without ``num_replicas`` makes ``num_replicas``
     None; giving both is an error. Also guaranteed: ``placement_group_strategy``
     only with ``placement_group_bundles``, and ``max_replicas_per_node`` never with
-    them. Validation runs at construction only: treat instances as immutable
+    them. The scheduling options follow Ray Serve 2.60's rules (see
+    ``check_scheduling_options``): an int ``num_replicas`` is a multiple of the
+    gang size, a gang excludes ``max_replicas_per_node`` and
+    ``placement_group_strategy``, ``placement_group_bundle_label_selector`` needs
+    ``placement_group_bundles`` (one selector, or one per bundle), and deployment
+    actor names are unique. Validation runs at construction only: treat instances as immutable
     values and build changed ones with :meth:`from_options` or ``model_validate``.
 
     Beyond Ray Serve's ``DeploymentConfig`` this also holds the replica placement
@@ -854,3 +685,8 @@ class ControllerOptions(BaseModel):
 
 
 __all__.append("ControllerOptions")
+
+# The scheduling options (declared in _private/scheduling_config.py) are public here, as in ray.serve.config.
+__all__ += [
+    "DeploymentActorConfig", "GangPlacementStrategy", "GangRuntimeFailurePolicy", "GangSchedulingConfig",
+]

@@ -21,9 +21,10 @@ from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, check_json_serializable,
     SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
+from ray_serving_ext._private.scheduling_config import check_scheduling_options
 from ray_serving_ext.config import (
     AutoscalingConfig, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation, RayActorOptionsSchema,
-    check_scheduling_options, format_validation_error,
+    format_validation_error,
 )
 
 __all__ = [

@@ -21,7 +21,8 @@ from ray import cloudpickle
 from ray_serving_ext._private.common import DeploymentID
 from ray_serving_ext._private.config_types import import_attr
 from ray_serving_ext._private.constants import DEPLOYMENT_ACTOR_CONTEXT_ENV
-from ray_serving_ext.config import DeploymentConfig, actor_class_path
+from ray_serving_ext._private.scheduling_config import actor_class_path
+from ray_serving_ext.config import DeploymentConfig
 from ray_serving_ext.deployment import _NOT_CONFIG, Application
 
 

@@ -115,6 +115,10 @@ class DeploymentActors:
         """True when every declared actor is running (vacuously, when none is)."""
         return all(entry.ready for entry in self.actors.values())
 
+    def not_ready(self) -> list[str]:
+        """The declared names whose actor is not running yet, sorted."""
+        return sorted(name for name, entry in self.actors.items() if not entry.ready)
+
     def failure(self) -> str:
         """Why the deployment cannot run ('' unless an actor failed to start
         MAX_CONSTRUCTOR_RETRIES times in a row)."""

@@ -424,6 +424,9 @@ class DeploymentState:
             self.message = pending or (self.message if self.status == DeploymentStatus.UNHEALTHY else "")
 
     def _pending_message(self, nodes: NodeSnapshot) -> str:
+        waiting = self._actors.not_ready()
+        if waiting:
+            return f"Deployment '{self.id.name}' is waiting for its deployment actor(s) {waiting} to start."
         if self._unplaced_reason:
             return self._unplaced_reason
         starting = self._records(ReplicaState.STARTING)

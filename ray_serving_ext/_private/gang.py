@@ -31,11 +31,11 @@ from ray_serving_ext._private.cluster import (
 )
 from ray_serving_ext._private.common import DeploymentID
 from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS
-from ray_serving_ext.config import (
-    DeploymentConfig,
+from ray_serving_ext._private.scheduling_config import (
     GangRuntimeFailurePolicy,
     bundle_label_selectors,
 )
+from ray_serving_ext.config import DeploymentConfig
 from ray_serving_ext.schema import ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")

@@ -23,7 +23,7 @@ from ray_serving_ext._private.cluster import (
 from ray_serving_ext._private.common import DeploymentID, replica_actor_name
 from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS, SERVE_NAMESPACE
 from ray_serving_ext._private.replica import ReplicaActor
-from ray_serving_ext.config import bundle_label_selectors
+from ray_serving_ext._private.scheduling_config import bundle_label_selectors
 from ray_serving_ext.schema import ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")

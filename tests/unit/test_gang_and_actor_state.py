@@ -114,6 +114,27 @@ def test_a_dead_member_takes_its_gang_down_and_a_new_gang_replaces_it() -> None:
     assert len(h.records(ReplicaState.STARTING)) == 2
 
 
+def test_new_version_replaces_gangs_only_once_new_gangs_run() -> None:
+    h = Harness()
+    h.state.deploy(gang_spec())
+    h.tick()
+    h.finish_starts()
+    h.tick()
+    old = {rec.replica_id for rec in h.records()}
+    h.state.deploy(DeploymentSpec("D", b"", b"", gang_spec().config, "v2", is_function=False))
+    h.tick()
+    assert len(h.groups.live()) == 4 and len(h.records(ReplicaState.STARTING)) == 4
+    assert all(h.state.replicas[rid].state == ReplicaState.RUNNING for rid in old)  # still serving
+    h.finish_starts()
+    h.tick(2)
+    assert all(h.state.replicas[rid].state == ReplicaState.STOPPING for rid in old if rid in h.state.replicas)
+    for rid in old & set(h.state.replicas):
+        for call in h.state.replicas[rid].actor.pending("prepare_for_shutdown"):
+            call.fut.set_result(None)
+    h.tick()
+    assert not old & set(h.state.replicas) and len(h.groups.live()) == 2 and len(h.records(ReplicaState.RUNNING)) == 4
+
+
 def test_deleting_stops_every_gang_and_releases_the_groups() -> None:
     h = Harness()
     h.state.deploy(gang_spec())
@@ -188,6 +209,7 @@ def test_replicas_start_only_once_the_actor_is_ready() -> None:
     h.tick(2)
     assert [name for name, _ in fakes.started] == ["SERVE_DEPLOYMENT_ACTOR::app::D::counter"]
     assert fakes.started[0][1][1] == {"num_cpus": 0.1} and not h.records()
+    assert "waiting for its deployment actor(s) ['counter']" in h.state.message
     ready(fakes.live["SERVE_DEPLOYMENT_ACTOR::app::D::counter"])
     h.tick()
     assert len(h.records(ReplicaState.STARTING)) == 1

@@ -8,13 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from ray_serving_ext import deployment
+from ray_serving_ext._private.scheduling_config import bundle_label_selectors
 from ray_serving_ext.config import (
     DeploymentActorConfig,
     DeploymentConfig,
     GangPlacementStrategy,
     GangRuntimeFailurePolicy,
     GangSchedulingConfig,
-    bundle_label_selectors,
 )
 from ray_serving_ext.config_file import DeploymentSchema
 
