@@ -66,7 +66,9 @@ class HTTPOptionsSchema(SSLOptions):
 
 
 _NULLABLE_OVERRIDES = frozenset(
-    {"num_replicas", "user_config", "autoscaling_config", "max_replicas_per_node"}
+    {"num_replicas", "user_config", "autoscaling_config", "max_replicas_per_node",
+     # Null turns the option off for this deployment (Ray Serve types them Optional).
+     "gang_scheduling_config", "deployment_actors", "placement_group_bundle_label_selector"}
 )
 
 
@@ -165,8 +167,10 @@ DeploymentSchema.__doc__ = """Per-deployment overrides in a Serve config file.
 
     Its fields are :class:`DeploymentConfig`'s, each optional (a field not written
     in the file does not override the option set in code), plus the required
-    ``name``. Only ``num_replicas``, ``user_config``, ``autoscaling_config`` and
-    ``max_replicas_per_node`` may be null. ``num_replicas`` is a positive int or
+    ``name``. Only ``num_replicas``, ``user_config``, ``autoscaling_config``,
+    ``max_replicas_per_node`` and the scheduling options ``gang_scheduling_config``,
+    ``deployment_actors`` and ``placement_group_bundle_label_selector`` may be null
+    (null turns the option off). ``num_replicas`` is a positive int or
     ``"auto"``; an int cannot be combined with ``autoscaling_config``.
     ``autoscaling_config`` is kept as the user's dict but validated (over the
     ``"auto"`` defaults when ``num_replicas: auto``). Unlike Ray Serve, unknown

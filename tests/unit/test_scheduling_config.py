@@ -132,3 +132,11 @@ def test_file_overrides_merge_over_code_options() -> None:
     with pytest.raises(ValueError, match="multiple of gang_size"):
         code.options(**DeploymentSchema.model_validate({"name": "D", "gang_scheduling_config": {"gang_size": 3}})
                      .overrides())
+
+
+def test_file_null_turns_a_scheduling_option_off() -> None:
+    code = deployment(num_replicas=2, gang_scheduling_config={"gang_size": 2},
+                      deployment_actors=[{"name": "c", "actor_class": Counter}])(lambda: None)
+    schema = DeploymentSchema.model_validate({"name": "D", "gang_scheduling_config": None, "deployment_actors": None})
+    merged = code.options(**schema.overrides()).config
+    assert merged.gang_scheduling_config is None and merged.deployment_actors is None
