@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.
 from ray_serving_ext.config import (
-    AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, LoggingConfig, ProxyLocation,
-    RayActorOptionsSchema, RequestRouterConfig,
+    AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, DeploymentActorConfig,
+    GangSchedulingConfig, LoggingConfig, ProxyLocation, RayActorOptionsSchema, RequestRouterConfig,
 )
 from ray_serving_ext.config_file import (
     DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema, gRPCOptionsSchema,
@@ -26,7 +26,7 @@ from ray_serving_ext.config_file import (
 
 __all__ = [
     "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "AutoscalingPolicy", "BackpressureConfig",
-    "ControllerOptions", "DeploymentSchema",
+    "ControllerOptions", "DeploymentActorConfig", "DeploymentSchema", "GangSchedulingConfig",
     "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
     "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState", "RequestRouterConfig",
     "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus", "gRPCOptionsSchema", "EncodingType",

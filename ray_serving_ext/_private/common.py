@@ -205,3 +205,11 @@ def parse_replica_actor_name(name: str) -> Optional[Dict[str, str]]:
     if len(parts) != 3:
         return None
     return {"app_name": parts[0], "deployment": parts[1], "suffix": parts[2]}
+
+
+def deployment_actor_name(deployment_id: DeploymentID, actor_name: str) -> str:
+    """The Ray actor name (namespace "serve") of a deployment-scoped actor: one per
+    deployment and declared name, so every replica of the deployment finds the same one."""
+    from ray_serving_ext._private.constants import DEPLOYMENT_ACTOR_NAME_PREFIX
+
+    return f"{DEPLOYMENT_ACTOR_NAME_PREFIX}{deployment_id.app_name}::{deployment_id.name}::{actor_name}"

@@ -39,25 +39,16 @@ DELIBERATELY_LEFT_OUT: Dict[str, str] = {}
 
 _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
-    "ray.serve": ["TracingConfig", "get_deployment_actor", "get_deployment_actor_context",
-                  "get_trace_context"],
-    "ray.serve.config": ["GangPlacementStrategy", "GangRuntimeFailurePolicy",
-                         "DeploymentActorConfig", "GangSchedulingConfig"],
+    "ray.serve": ["TracingConfig", "get_trace_context"],
     "ray.serve.schema": [
-        "DeploymentActorConfig",
-        "GangSchedulingConfig",
         "TracingConfig", "CeleryAdapterConfig",
         "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
 }
 _NOT_YET_PARAMS = {
-    "serve.deployment": ["deployment_actors", "gang_scheduling_config",
-                         "max_constructor_retry_count", "max_surge_percent",
-                         "placement_group_bundle_label_selector", "rolling_update_percentage"],
+    "serve.deployment": ["max_constructor_retry_count", "max_surge_percent", "rolling_update_percentage"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
-    "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
-                         "max_surge_percent", "placement_group_bundle_label_selector",
-                         "rolling_update_percentage"],
+    "DeploymentSchema": ["max_surge_percent", "rolling_update_percentage"],
 }
 NOT_YET: Dict[str, str] = {
     **{f"{module}.{name}": _TODO for module, names in _NOT_YET_NAMES.items() for name in names},
