@@ -47,8 +47,7 @@ _NOT_YET_NAMES = {
     "ray.serve.schema": [
         "DeploymentActorConfig",
         "GangSchedulingConfig", "RequestRouterConfig",
-        "TracingConfig", "CeleryAdapterConfig",
-        "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
+        "TracingConfig", "ReplicaRank"],
     "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
                                  "RequestRouter", "RunningReplica"],
 }
