@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -70,6 +71,11 @@ def _consumer_app(config: TaskProcessorConfig, attempts_file: Path, max_ongoing_
 
         def __call__(self) -> str:
             return "still serves requests"
+
+        def __del__(self) -> None:
+            # Runs in the replica's teardown, after the consumer was told to stop.
+            alive = sorted(t.name for t in threading.enumerate() if t.is_alive())
+            (attempts_file.parent / "teardown_threads.json").write_text(json.dumps(alive))
 
     return Consumer.bind(100)
 
@@ -145,8 +151,11 @@ def test_deleting_the_app_stops_the_consumer(serve_url, tmp_path):
     wait_for_condition(producer.health_check_sync, timeout=60, message="the replica's worker answers ping")
 
     serve.delete("tc_stop")
+    # The replica's graceful teardown stopped the worker thread before the user's __del__ ran.
+    teardown = json.loads((tmp_path / "teardown_threads.json").read_text())
+    assert teardown and "celery-worker" not in teardown
     assert producer.health_check_sync() == []  # no worker answers any more
     late = producer.enqueue_task_sync("add", args=[1, 1])
-    time.sleep(2)  # ten polling intervals of the (stopped) worker: nobody takes the task
+    time.sleep(1.5)  # a negative check: 7 polling intervals of a worker, and nobody took the task
     assert producer.get_task_status_sync(late.id).status == "PENDING"
     assert [m["id"] for m in _queued(config, QUEUE)] == [late.id]
