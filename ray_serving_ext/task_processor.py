@@ -186,7 +186,10 @@ class CeleryTaskProcessorAdapter(TaskProcessorAdapter):
         if thread is None or not thread.is_alive():
             logger.info("Celery worker thread is not running.")
             return
-        self._app.control.broadcast("shutdown", destination=[f"celery@{self._worker_hostname}"])
+        try:
+            self._app.control.broadcast("shutdown", destination=[f"celery@{self._worker_hostname}"])
+        except Exception:  # noqa: BLE001 - e.g. the broker is gone; the daemon thread dies with the process
+            logger.exception("Could not send the shutdown command to Celery worker %s.", self._worker_hostname)
         thread.join(timeout=timeout)
         if thread.is_alive():
             logger.warning("Celery worker thread did not terminate after %s seconds.", timeout)

@@ -399,3 +399,21 @@ def test_celery_adapter_settings_and_task_registration():
 
     with pytest.raises(NotImplementedError, match="Async task handlers"):
         adapter.register_task_handle(not_yet, "async_work")
+
+
+def test_celery_adapter_enqueues_to_its_queue_sync_and_async():
+    pytest.importorskip("celery", reason="celery is not installed (pip install 'ray_serving_ext[celery]')")
+    adapter = instantiate_adapter_from_config(_celery_config())  # the default adapter: ours
+    sent = adapter.enqueue_task_sync("work", args=[1], kwargs={"k": 2})
+    assert sent.status == "PENDING" and sent.created_at is not None
+    later = asyncio.run(adapter.enqueue_task_async("work", args=[2]))
+    assert later.id != sent.id and asyncio.run(adapter.get_task_status_async(later.id)).status == "PENDING"
+    with adapter._app.connection_for_read() as conn:  # both wait in the consumer queue, nowhere else
+        ids = []
+        for name in ("jobs", "jobs_failed", "jobs_dead"):
+            with conn.SimpleQueue(name) as q:
+                while q.qsize():
+                    message = q.get(timeout=1)
+                    ids.append((name, message.headers["id"], message.headers["task"]))
+                    message.ack()
+    assert sorted(ids) == sorted([("jobs", sent.id, "work"), ("jobs", later.id, "work")])
