@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and what .ci/run calls: install the package with
-# its test and bench extras (bench brings ray[serve] 2.60, which the API-surface
-# test compares against) under ci/constraints.txt (so pip never backtracks through the
+# its test, bench and celery extras (bench brings ray[serve] 2.60, which the API-surface
+# test compares against; celery, the task consumer tests' adapter) under ci/constraints.txt (so pip never backtracks through the
 # lockstep-released fsspec/s3fs/gcsfs or the botocore family), then run the
 # whole test suite. Extra arguments go to pytest.
 #
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 install_timeout="${INSTALL_TIMEOUT_S:-0}"
 install=(python -m pip install --quiet --disable-pip-version-check --progress-bar off
-         -c ci/constraints.txt -e ".[test,bench]")
+         -c ci/constraints.txt -e ".[test,bench,celery]")
 started=$(date +%s)
 if [ "$install_timeout" -gt 0 ]; then
   if ! timeout "$install_timeout" "${install[@]}"; then

@@ -41,8 +41,7 @@ _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
     "ray.serve": ["TracingConfig", "get_trace_context"],
     "ray.serve.schema": [
-        "TracingConfig", "CeleryAdapterConfig",
-        "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
+        "TracingConfig", "ReplicaRank"],
 }
 _NOT_YET_PARAMS = {
     "serve.deployment": ["max_constructor_retry_count", "max_surge_percent", "rolling_update_percentage"],
