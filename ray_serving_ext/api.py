@@ -18,14 +18,15 @@ import ray
 
 from ray_serving_ext._private.build import build_app
 from ray_serving_ext._private.client import ServeControllerClient, create_controller
-from ray_serving_ext._private.cluster import find_controller
-from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE
+from ray_serving_ext._private.cluster import find_controller, get_serve_actor
+from ray_serving_ext._private.common import DeploymentID, deployment_actor_name
+from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, deployment_actor_context_env
 from ray_serving_ext._private.router import get_router_registry
 from ray_serving_ext.config import (
     ControllerOptions, HTTPOptions, LoggingConfig, ProxyLocation, TracingConfig, gRPCOptions,
 )
 from ray_serving_ext.config_file import validate_route_prefix
-from ray_serving_ext.context import _get_replica_context_or_none
+from ray_serving_ext.context import DeploymentActorContext, _get_replica_context_or_none
 from ray_serving_ext.deployment import Application
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.handle import DeploymentHandle
@@ -455,6 +456,34 @@ def get_deployment_handle(deployment_name: str, app_name: Optional[str] = None) 
     if deployment_name not in details:
         raise RayServeException(f"Deployment '{deployment_name}' in application '{app_name}' does not exist.")
     return DeploymentHandle(deployment_name, app_name)
+
+
+def get_deployment_actor(actor_name: str) -> Any:
+    """A Ray actor handle to the deployment-scoped actor `actor_name` of the deployment
+    this replica belongs to (declared in its `deployment_actors`).
+
+    Raises RayServeException outside a replica, and ValueError (from Ray) when no
+    such actor is live: not declared, or being recreated after it died. A handle
+    kept across a recreation points at the dead instance (calls raise
+    RayActorError): call this again for the new one, as with Ray Serve.
+    """
+    ctx = _get_replica_context_or_none()
+    if ctx is None:
+        raise RayServeException("`serve.get_deployment_actor()` may only be called from within a Ray Serve deployment replica.")
+    return get_serve_actor(deployment_actor_name(DeploymentID(ctx.deployment, ctx.app_name), actor_name))
+
+
+def get_deployment_actor_context() -> DeploymentActorContext:
+    """The context of the deployment-scoped actor this code runs in: its deployment,
+    declared name and the deployment's code version. Raises RayServeException
+    anywhere else (in a replica too), as Ray Serve does."""
+    env = deployment_actor_context_env()
+    if not {"app_name", "deployment", "actor_name"} <= set(env):
+        raise RayServeException(
+            "`serve.get_deployment_actor_context()` may only be called from within a Ray Serve deployment actor."
+        )
+    return DeploymentActorContext(DeploymentID(env["deployment"], env["app_name"]), env["actor_name"],
+                                  env.get("code_version"))
 
 
 def ingress(app: Any = None) -> Callable[..., type]:

@@ -24,13 +24,19 @@ from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
     ReplicasPerNode, SSLOptions, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
 )
+from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext._private.constants import (
     TRACING_EXPORTER_IMPORT_PATH, TRACING_SAMPLING_RATIO, default_log_encoding,
+)
+from ray_serving_ext._private.request_router_config import RequestRouterConfig
+from ray_serving_ext._private.scheduling_config import (
+    DeploymentActorConfig, GangPlacementStrategy, GangRuntimeFailurePolicy, GangSchedulingConfig, LabelSelectors,
+    check_scheduling_options,
 )
 
 __all__ = [
     "AggregationFunction", "AutoscalingConfig", "AutoscalingContext", "AutoscalingPolicy", "BackpressureConfig", "DeploymentConfig", "HTTPOptions", "LoggingConfig", "NON_CONFIG_OPTIONS",
-    "ProxyLocation", "RayActorOptionsSchema", "TracingConfig", "deployment_option_names", "format_validation_error",
+    "ProxyLocation", "RayActorOptionsSchema", "ReplicaID", "RequestRouterConfig", "TracingConfig", "deployment_option_names", "format_validation_error",
     "validate_ray_actor_options",
 ]
 
@@ -482,8 +488,17 @@ def validate_ray_actor_options(opts: dict[str, Any]) -> dict[str, Any]:
 # (to running replicas or by the controller).
 _RESTART_FIELDS = frozenset({
     "ray_actor_options", "max_replicas_per_node", "placement_group_bundles",
-    "placement_group_strategy",
+    "placement_group_strategy", "placement_group_bundle_label_selector", "gang_scheduling_config",
+    "deployment_actors",
 })
+
+
+# The fields `check_scheduling_options` looks at.
+_SCHEDULING_CHECKED = (
+    "num_replicas", "autoscaling_config", "max_replicas_per_node", "placement_group_bundles",
+    "placement_group_strategy", "placement_group_bundle_label_selector", "gang_scheduling_config",
+    "deployment_actors",
+)
 
 
 class DeploymentConfig(BaseModel):
@@ -493,12 +508,19 @@ class DeploymentConfig(BaseModel):
     Giving ``autoscaling_config`` without ``num_replicas`` makes ``num_replicas``
     None; giving both is an error. Also guaranteed: ``placement_group_strategy``
     only with ``placement_group_bundles``, and ``max_replicas_per_node`` never with
-    them. Validation runs at construction only: treat instances as immutable
+    them. The scheduling options follow Ray Serve 2.60's rules (see
+    ``check_scheduling_options``): an int ``num_replicas`` is a multiple of the
+    gang size, a gang excludes ``max_replicas_per_node`` and
+    ``placement_group_strategy``, ``placement_group_bundle_label_selector`` needs
+    ``placement_group_bundles`` (one selector, or one per bundle), and deployment
+    actor names are unique. Validation runs at construction only: treat instances as immutable
     values and build changed ones with :meth:`from_options` or ``model_validate``.
 
     Beyond Ray Serve's ``DeploymentConfig`` this also holds the replica placement
     options (``ray_actor_options``, ``max_replicas_per_node``, ``placement_group_*``)
-    and ``logging_config``.
+    and ``logging_config``. ``request_router_config`` (a :class:`RequestRouterConfig`
+    or a dict of its fields) picks the callers' request router; changing it is
+    applied in place.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -517,7 +539,12 @@ class DeploymentConfig(BaseModel):
     max_replicas_per_node: Optional[ReplicasPerNode] = None
     placement_group_bundles: Optional[Bundles] = None
     placement_group_strategy: Optional[Strategy] = None
+    placement_group_bundle_label_selector: LabelSelectors | None = None
+    gang_scheduling_config: GangSchedulingConfig | None = None
+    deployment_actors: list[DeploymentActorConfig] | None = None
+
     logging_config: Optional[LoggingConfig] = None
+    request_router_config: RequestRouterConfig = Field(default_factory=RequestRouterConfig)
 
     @field_validator("ray_actor_options", mode="before")
     @classmethod
@@ -540,6 +567,11 @@ class DeploymentConfig(BaseModel):
         if self.placement_group_strategy is not None and not self.placement_group_bundles:
             raise ValueError("placement_group_strategy requires placement_group_bundles")
         check_replicas_per_node(self.max_replicas_per_node, self.placement_group_bundles)
+        return self
+
+    @model_validator(mode="after")
+    def _scheduling_consistent(self) -> DeploymentConfig:
+        check_scheduling_options({name: getattr(self, name) for name in _SCHEDULING_CHECKED})
         return self
 
     @classmethod
@@ -718,3 +750,7 @@ def __getattr__(name: str) -> Any:
 
         return ActorClass
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The scheduling options (declared in _private/scheduling_config.py) are public here, as in ray.serve.config.
+__all__ += [
+    "DeploymentActorConfig", "GangPlacementStrategy", "GangRuntimeFailurePolicy", "GangSchedulingConfig",
+]

@@ -21,6 +21,7 @@ from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, check_json_serializable,
     SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path, route_prefix_clashes,
 )
+from ray_serving_ext._private.scheduling_config import check_scheduling_options
 from ray_serving_ext.config import (
     DEFAULT_GRPC_PORT, AutoscalingConfig, AutoscalingPolicy, ControllerOptions, DeploymentConfig, HTTPOptions, LoggingConfig, ProxyLocation,
     RayActorOptionsSchema, TracingConfig,
@@ -81,7 +82,9 @@ class HTTPOptionsSchema(SSLOptions):
 
 
 _NULLABLE_OVERRIDES = frozenset(
-    {"num_replicas", "user_config", "autoscaling_config", "max_replicas_per_node"}
+    {"num_replicas", "user_config", "autoscaling_config", "max_replicas_per_node",
+     # Null turns the option off for this deployment (Ray Serve types them Optional).
+     "gang_scheduling_config", "deployment_actors", "placement_group_bundle_label_selector"}
 )
 
 
@@ -116,6 +119,7 @@ class _DeploymentOverrides(BaseModel):
         if isinstance(self.num_replicas, int) and self.autoscaling_config is not None:
             raise ValueError(NUM_REPLICAS_AND_AUTOSCALING_ERROR)
         check_replicas_per_node(self.max_replicas_per_node, self.placement_group_bundles)
+        check_scheduling_options({name: getattr(self, name) for name in self.model_fields_set})
         return self
 
     def is_autoscaling_configured(self) -> bool:
@@ -179,8 +183,10 @@ DeploymentSchema.__doc__ = """Per-deployment overrides in a Serve config file.
 
     Its fields are :class:`DeploymentConfig`'s, each optional (a field not written
     in the file does not override the option set in code), plus the required
-    ``name``. Only ``num_replicas``, ``user_config``, ``autoscaling_config`` and
-    ``max_replicas_per_node`` may be null. ``num_replicas`` is a positive int or
+    ``name``. Only ``num_replicas``, ``user_config``, ``autoscaling_config``,
+    ``max_replicas_per_node`` and the scheduling options ``gang_scheduling_config``,
+    ``deployment_actors`` and ``placement_group_bundle_label_selector`` may be null
+    (null turns the option off). ``num_replicas`` is a positive int or
     ``"auto"``; an int cannot be combined with ``autoscaling_config``.
     ``autoscaling_config`` is kept as the user's dict but validated (over the
     ``"auto"`` defaults when ``num_replicas: auto``). Unlike Ray Serve, unknown

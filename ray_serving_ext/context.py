@@ -28,6 +28,26 @@ class ReplicaContext:
 
 
 @dataclass
+class DeploymentActorContext:
+    """What `serve.get_deployment_actor_context()` returns inside a deployment-scoped
+    actor: the deployment it belongs to, its declared name and the deployment's code
+    version when it was created (Ray Serve 2.60's fields; `deployment_id` has
+    `name` and `app_name`)."""
+
+    deployment_id: Any
+    actor_name: str
+    code_version: str | None = None
+
+    @property
+    def app_name(self) -> str:
+        return self.deployment_id.app_name
+
+    @property
+    def deployment(self) -> str:
+        return self.deployment_id.name
+
+
+@dataclass
 class RequestContext:
     request_id: str
     app_name: str = ""

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.
 from ray_serving_ext.config import (
-    AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, LoggingConfig, ProxyLocation,
-    RayActorOptionsSchema, TracingConfig,
+    AutoscalingConfig, AutoscalingPolicy, BackpressureConfig, ControllerOptions, DeploymentActorConfig,
+    GangSchedulingConfig, LoggingConfig, ProxyLocation, RayActorOptionsSchema, RequestRouterConfig,
+    TracingConfig,
 )
 from ray_serving_ext.config_file import (
     DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema, gRPCOptionsSchema,
@@ -26,9 +27,9 @@ from ray_serving_ext.config_file import (
 
 __all__ = [
     "ApplicationStatus", "ApplicationStatusOverview", "AutoscalingConfig", "AutoscalingPolicy", "BackpressureConfig",
-    "ControllerOptions", "DeploymentSchema",
+    "ControllerOptions", "DeploymentActorConfig", "DeploymentSchema", "GangSchedulingConfig",
     "DeploymentStatus", "DeploymentStatusOverview", "DeploymentStatusTrigger", "HTTPOptionsSchema",
-    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState",
+    "LoggingConfig", "ProxyLocation", "ProxyStatus", "RayActorOptionsSchema", "ReplicaState", "RequestRouterConfig",
     "ServeApplicationSchema", "ServeDeploySchema", "ServeStatus", "TracingConfig", "gRPCOptionsSchema", "EncodingType",
     "ServeActorDetails", "ReplicaDetails", "AutoscalingMetricsHealth", "AutoscalingStatus", "ScalingDecision",
     "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType", "DeploymentNode", "DeploymentTopology",
@@ -443,3 +444,139 @@ class ScaleDeploymentRequest(BaseModel):
     """The body of an external scaler's request: the deployment's new replica count."""
 
     target_num_replicas: NonNegativeInt
+
+
+# =====================================================================================
+# Asynchronous inference (task consumers), as in Ray Serve 2.60's `ray.serve.schema`.
+# Self-contained: the imports and the `__all__` entries of this section live here.
+# =====================================================================================
+
+from abc import ABC, abstractmethod  # noqa: E402
+from typing import Callable, Union  # noqa: E402
+
+from ray_serving_ext.config import DeploymentConfig  # noqa: E402
+
+__all__ += ["CeleryAdapterConfig", "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter"]
+
+# A task consumer started without an explicit concurrency runs as many tasks at once
+# as a replica with the default max_ongoing_requests serves requests (Ray Serve's rule).
+DEFAULT_CONSUMER_CONCURRENCY: int = DeploymentConfig.model_fields["max_ongoing_requests"].default
+
+
+class CeleryAdapterConfig(BaseModel):
+    """How the Celery adapter reaches its broker and result backend, and extra Celery settings.
+
+    `app_custom_config` is applied to the Celery app (except the keys the adapter
+    manages itself); `task_custom_config` to every registered task.
+    """
+
+    app_custom_config: Optional[Dict[str, Any]] = Field(
+        default=None, description="Custom configuration for the Celery app.")
+    task_custom_config: Optional[Dict[str, Any]] = Field(
+        default=None, description="Custom options applied to every Celery task.")
+    broker_url: str = Field(..., description="The URL of the Celery broker.")
+    backend_url: str = Field(..., description="The URL of the Celery result backend.")
+    broker_transport_options: Optional[Dict[str, Any]] = Field(
+        default=None, description="Broker transport options passed to Celery.")
+
+
+class TaskProcessorConfig(BaseModel):
+    """Which task processor a task consumer uses and how tasks are queued and retried.
+
+    `adapter` is a `TaskProcessorAdapter` subclass or its import path (default: this
+    package's Celery adapter); `adapter_config` is the adapter's own config (for
+    Celery, a `CeleryAdapterConfig`). A task that still fails after `max_retries`
+    retries goes to `failed_task_queue_name`; a task no handler is registered for goes
+    to `unprocessable_task_queue_name` (each only when set).
+    """
+
+    queue_name: str = Field(..., description="The queue the consumer takes tasks from.")
+    adapter: Union[str, Callable] = Field(
+        default="ray_serving_ext.task_processor.CeleryTaskProcessorAdapter",
+        description="The adapter class, or its import path. Celery by default.")
+    adapter_config: Any = Field(..., description="The adapter's config.")
+    max_retries: Optional[int] = Field(
+        default=3, description="How many times a failing task is retried before it counts as failed.")
+    failed_task_queue_name: Optional[str] = Field(
+        default=None, description="Dead-letter queue for tasks that failed after all retries.")
+    unprocessable_task_queue_name: Optional[str] = Field(
+        default=None, description="Dead-letter queue for tasks that cannot be processed (e.g. no handler).")
+
+
+class TaskResult(BaseModel):
+    """A task's id, status (the adapter's status string, e.g. Celery's "SUCCESS") and result."""
+
+    id: str = Field(..., description="The ID of the task.")
+    status: str = Field(..., description="The status of the task.")
+    created_at: Optional[float] = Field(default=None, description="When the task was created (Unix time).")
+    result: Any = Field(..., description="The task's result (or its error, once it failed).")
+
+
+class TaskProcessorAdapter(ABC):
+    """What a task consumer needs from a task queue: register handlers, run a consumer,
+    enqueue tasks and look them up.
+
+    The `*_sync` methods and the consumer lifecycle are abstract. The `*_async`
+    methods are optional: by default they raise NotImplementedError.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @abstractmethod
+    def initialize(self, consumer_concurrency: int = DEFAULT_CONSUMER_CONCURRENCY) -> None:
+        """Set up the processor; the consumer will run up to `consumer_concurrency` tasks at once."""
+
+    @abstractmethod
+    def register_task_handle(self, func: Callable, name: Optional[str] = None) -> None:
+        """Make `func` the handler of tasks named `name` (default: the function's name)."""
+
+    @abstractmethod
+    def enqueue_task_sync(self, task_name: str, args: Optional[Any] = None, kwargs: Optional[Any] = None,
+                          **options: Any) -> TaskResult:
+        """Queue a task named `task_name` with these arguments; returns its id and status."""
+
+    @abstractmethod
+    def get_task_status_sync(self, task_id: str) -> TaskResult:
+        """The task's current status and, once it finished, its result."""
+
+    @abstractmethod
+    def start_consumer(self, **kwargs: Any) -> None:
+        """Start consuming tasks (in the background)."""
+
+    @abstractmethod
+    def stop_consumer(self, timeout: float = 10.0) -> None:
+        """Stop consuming, waiting up to `timeout` seconds for the consumer to end."""
+
+    @abstractmethod
+    def cancel_task_sync(self, task_id: str) -> None:
+        """Ask for the task to be cancelled."""
+
+    @abstractmethod
+    def get_metrics_sync(self) -> Dict[str, Any]:
+        """Adapter-specific metrics of the consumers."""
+
+    @abstractmethod
+    def health_check_sync(self) -> List[Dict]:
+        """Health of the consumers, one entry per consumer that answered."""
+
+    async def enqueue_task_async(self, task_name: str, args: Optional[Any] = None, kwargs: Optional[Any] = None,
+                                 **options: Any) -> TaskResult:
+        """`enqueue_task_sync` without blocking the loop, if the adapter supports it."""
+        raise NotImplementedError("Subclass must implement enqueue_task_async function")
+
+    async def get_task_status_async(self, task_id: str) -> TaskResult:
+        """`get_task_status_sync` without blocking the loop, if the adapter supports it."""
+        raise NotImplementedError("Subclass must implement get_task_status_async function")
+
+    async def cancel_task_async(self, task_id: str) -> None:
+        """`cancel_task_sync` without blocking the loop, if the adapter supports it."""
+        raise NotImplementedError("Subclass must implement cancel_task_async function")
+
+    async def get_metrics_async(self) -> Dict[str, Any]:
+        """`get_metrics_sync` without blocking the loop, if the adapter supports it."""
+        raise NotImplementedError("Subclass must implement get_metrics_async function")
+
+    async def health_check_async(self) -> List[Dict]:
+        """`health_check_sync` without blocking the loop, if the adapter supports it."""
+        raise NotImplementedError("Subclass must implement health_check_async function")

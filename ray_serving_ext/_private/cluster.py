@@ -124,6 +124,36 @@ def actor_id_of(handle: Any) -> Optional[str]:
         return handle._actor_id.hex()
     except AttributeError:
         return None
+# The node label Ray Serve reads a node's availability zone from.
+_AZ_LABEL = "ray.io/availability-zone"
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    """Where this process runs, as request routers see their caller (all None outside Ray)."""
+
+    node_id: Optional[str] = None
+    actor_id: Optional[str] = None
+    actor_name: str = ""
+    availability_zone: Optional[str] = None
+
+
+def caller_identity() -> CallerIdentity:
+    """This process's node, actor and availability zone. Never starts Ray: outside a
+    connected process (a unit test, a driver before ray.init) everything is unknown."""
+    if not ray.is_initialized():
+        return CallerIdentity()
+    ctx = ray.get_runtime_context()
+    try:
+        labels = ctx.get_node_labels()
+    except AttributeError:  # a Ray without node labels
+        labels = {}
+    return CallerIdentity(ctx.get_node_id(), ctx.get_actor_id(), ctx.get_actor_name() or "", labels.get(_AZ_LABEL))
+
+
+def current_availability_zone() -> Optional[str]:
+    """The availability zone label of this process's node, or None if it has none."""
+    return caller_identity().availability_zone
 
 
 def job_is_dead(job_id_hex: str) -> bool:
@@ -225,3 +255,60 @@ class PendingCall:
     def result(self) -> Any:
         """The call's value; raises what the call raised. Only once done()."""
         return self._future.result()
+
+
+# ---------------------------------------------------------------------------- placement groups
+
+
+def create_placement_group(bundles: list[dict[str, float]], strategy: str, name: str = "",
+                           bundle_label_selector: list[dict[str, str]] | None = None) -> Any:
+    """Ask Ray for a placement group (returns at once; Ray reserves it when it can).
+
+    `bundle_label_selector`, one selector per bundle, restricts each bundle to
+    nodes with those labels (Ray core's own option). Raises ValueError for
+    arguments Ray rejects.
+    """
+    from ray.util.placement_group import placement_group
+
+    kwargs: dict[str, Any] = {"strategy": strategy, "name": name}
+    if bundle_label_selector:
+        kwargs["bundle_label_selector"] = bundle_label_selector
+    return placement_group(bundles, **kwargs)
+
+
+def remove_placement_group(group: Any) -> None:
+    """Release a placement group (and end what still runs in it); no error if it is gone."""
+    from ray.util.placement_group import remove_placement_group as _remove
+
+    try:
+        _remove(group)
+    except Exception:  # noqa: BLE001, S110 - already removed (or its cluster is gone): nothing to release
+        pass
+
+
+def in_placement_group(group: Any, bundle_index: int) -> Any:
+    """The scheduling strategy that puts an actor into bundle `bundle_index` of
+    `group`, with the tasks and actors it starts captured by the group too."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(
+        group, placement_group_bundle_index=bundle_index, placement_group_capture_child_tasks=True
+    )
+
+
+# ---------------------------------------------------------------------------- named actors
+
+
+def get_serve_actor(name: str) -> Any:
+    """The live actor named `name` in the `serve` namespace; ValueError if there is none."""
+    return ray.get_actor(name, namespace=SERVE_NAMESPACE)
+
+
+def start_named_actor(actor_class: Any, name: str, options: dict[str, Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+    """Create a detached actor named `name` in the `serve` namespace that Ray never
+    restarts (its owner recreates it), from a `@ray.remote` class or a plain class."""
+    remote = actor_class if callable(getattr(actor_class, "options", None)) and hasattr(actor_class, "remote") \
+        else ray.remote(actor_class)
+    return remote.options(
+        name=name, namespace=SERVE_NAMESPACE, lifetime="detached", max_restarts=0, **options
+    ).remote(*args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from enum import Enum
 from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
@@ -21,6 +22,61 @@ class DeploymentID:
     @property
     def key(self) -> str:
         return f"{self.app_name}#{self.name}"
+
+
+@dataclass(frozen=True)
+class ReplicaID:
+    """A replica's identity: its unique id within its deployment, and the deployment.
+
+    Hashable and comparable by value (Ray Serve's ``ReplicaID``); ``str()`` is
+    ``Replica(id='...', deployment='...', app='...')``.
+    """
+
+    unique_id: str
+    deployment_id: DeploymentID
+
+    def to_full_id_str(self) -> str:
+        """``SERVE_REPLICA::app#deployment#unique_id`` (the app part left out when empty)."""
+        s = f"{self.deployment_id.name}#{self.unique_id}"
+        if self.deployment_id.app_name:
+            s = f"{self.deployment_id.app_name}#{s}"
+        return f"{_REPLICA_ID_PREFIX}{s}"
+
+    @staticmethod
+    def is_full_id_str(s: str) -> bool:
+        """Whether `s` is in the form `to_full_id_str` returns."""
+        return s.startswith(_REPLICA_ID_PREFIX)
+
+    @classmethod
+    def from_full_id_str(cls, s: str) -> "ReplicaID":
+        """The inverse of `to_full_id_str`; ValueError for any other string."""
+        if not cls.is_full_id_str(s):
+            raise ValueError(f"{s!r} is not a full replica id string.")
+        parts = s[len(_REPLICA_ID_PREFIX):].split("#")
+        if len(parts) == 3:
+            app_name, name, unique_id = parts
+        elif len(parts) == 2:
+            app_name, (name, unique_id) = "", parts
+        else:
+            raise ValueError(f"Replica id string {s!r} must have two or three '#'-separated fields.")
+        return cls(unique_id, DeploymentID(name, app_name))
+
+    def __str__(self) -> str:
+        return f"Replica(id='{self.unique_id}', deployment='{self.deployment_id.name}', app='{self.deployment_id.app_name}')"
+
+    __repr__ = __str__
+
+
+# Ray Serve's prefix of full replica id strings (also our replica actors' name prefix).
+_REPLICA_ID_PREFIX = "SERVE_REPLICA::"
+
+
+class DeploymentHandleSource(str, Enum):
+    """Where a router runs: in a proxy, in a replica, or elsewhere (a driver)."""
+
+    UNKNOWN = "UNKNOWN"
+    PROXY = "PROXY"
+    REPLICA = "REPLICA"
 
 
 @dataclass
@@ -110,6 +166,9 @@ class ReplicaInfo:
     port: Optional[int] = None
     token: str = ""
     model_ids: tuple = ()  # multiplexed models this replica holds
+    availability_zone: Optional[str] = None
+    # The replica's latest `record_routing_stats()` result (custom request routers read it).
+    routing_stats: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +184,9 @@ class DeploymentTargetInfo:
     # past max_queued_requests (status 503 or 429, Retry-After seconds or None).
     backpressure_status_code: int = 503
     backpressure_retry_after_s: Optional[float] = None
+    # The deployment's config.RequestRouterConfig when it names a custom request
+    # router; None means the built-in power-of-two-choices routing.
+    request_router_config: Any = None
 
 
 def new_request_id() -> str:
@@ -147,3 +209,11 @@ def parse_replica_actor_name(name: str) -> Optional[Dict[str, str]]:
     if len(parts) != 3:
         return None
     return {"app_name": parts[0], "deployment": parts[1], "suffix": parts[2]}
+
+
+def deployment_actor_name(deployment_id: DeploymentID, actor_name: str) -> str:
+    """The Ray actor name (namespace "serve") of a deployment-scoped actor: one per
+    deployment and declared name, so every replica of the deployment finds the same one."""
+    from ray_serving_ext._private.constants import DEPLOYMENT_ACTOR_NAME_PREFIX
+
+    return f"{DEPLOYMENT_ACTOR_NAME_PREFIX}{deployment_id.app_name}::{deployment_id.name}::{actor_name}"

@@ -13,7 +13,6 @@ writes the config `serve build` writes.
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import json
 import logging
@@ -27,7 +26,7 @@ import ray
 from pydantic import BaseModel, ValidationError
 
 from ray_serving_ext._private.build import BuiltApplication, _collect, _unique_names, build_app, map_nested
-from ray_serving_ext._private.config_types import parse_import_path
+from ray_serving_ext._private.config_types import import_attr
 from ray_serving_ext._private.constants import CONFIG_BUILD_TIMEOUT_S, runtime_env_include_gitignore
 from ray_serving_ext.config import NON_CONFIG_OPTIONS, LoggingConfig, format_validation_error
 from ray_serving_ext.config_file import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
@@ -54,20 +53,6 @@ class DeployResult(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- import
-
-
-def import_attr(import_path: str) -> Any:
-    """Import `"module.sub:attr"` or `"module.sub.attr"` and return the attribute.
-
-    After a colon, dots walk nested attributes (`"mod:obj.attr"`). Raises
-    ValueError for a malformed path, ImportError / AttributeError (as Python
-    does) when the module or attribute does not exist.
-    """
-    module_name, attr_path = parse_import_path(import_path)
-    obj: Any = importlib.import_module(module_name)
-    for part in attr_path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _import_target(import_path: str, app_name: str) -> Any:

@@ -8,6 +8,7 @@ schema modules (and the controller) can import it without a cycle.
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Annotated, Any, Iterable, List, Optional, Tuple
 
@@ -117,6 +118,20 @@ def parse_import_path(path: str) -> Tuple[str, str]:
         raise ValueError(f'Got invalid import path "{path}". An import path {problem}.')
     module, _, attr = path.partition(":") if sep == ":" else path.rpartition(".")
     return module, attr
+
+
+def import_attr(import_path: str) -> Any:
+    """Import `"module.sub:attr"` or `"module.sub.attr"` and return the attribute.
+
+    After a colon, dots walk nested attributes (`"mod:obj.attr"`). Raises
+    ValueError for a malformed path, ImportError / AttributeError (as Python
+    does) when the module or attribute does not exist.
+    """
+    module_name, attr_path = parse_import_path(import_path)
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def route_prefix_clashes(apps: Iterable[Tuple[str, Optional[str]]]) -> List[Tuple[str, str, str]]:

@@ -82,6 +82,30 @@ TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
 # ControllerOptions(runtime_env={"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": "8266"}}).
 ADMIN_HOST = _env_str("RAY_SERVE_EXT_ADMIN_HOST", "127.0.0.1")
 ADMIN_PORT = _env_int("RAY_SERVE_EXT_ADMIN_PORT", 0)
+# ---- request routing (Ray Serve's names and defaults) ---------------------------------
+# Backoff of a custom request router while no replica it chose has room
+# (RequestRouterConfig's defaults for initial_backoff_s, backoff_multiplier, max_backoff_s).
+ROUTER_RETRY_INITIAL_BACKOFF_S = _env_float("RAY_SERVE_ROUTER_RETRY_INITIAL_BACKOFF_S", 0.025)
+ROUTER_RETRY_BACKOFF_MULTIPLIER = _env_float("RAY_SERVE_ROUTER_RETRY_BACKOFF_MULTIPLIER", 2.0)
+ROUTER_RETRY_MAX_BACKOFF_S = _env_float("RAY_SERVE_ROUTER_RETRY_MAX_BACKOFF_S", 0.5)
+# How often a replica calls the user's record_routing_stats(), and its bound.
+DEFAULT_REQUEST_ROUTING_STATS_PERIOD_S = 10.0
+DEFAULT_REQUEST_ROUTING_STATS_TIMEOUT_S = 30.0
+# MultiplexMixin waits this long (randomised up to 2x) for a replica holding the model.
+MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S = _env_float("RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S", 1.0)
+# Entries of RequestRouter.replica_queue_len_cache are stale after this long.
+QUEUE_LENGTH_CACHE_TIMEOUT_S = _env_float("RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S", 10.0)
+# Whether a proxy's custom request router (LocalityMixin) prefers replicas on its node / zone.
+PROXY_PREFER_LOCAL_NODE_ROUTING = _env_str("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING", "1") == "1"
+PROXY_PREFER_LOCAL_AZ_ROUTING = _env_str("RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING", "1") == "1"
+# Deployment-scoped actors: their Ray names start with this; the controller checks
+# each with `__ray_ready__` this often, gives a check this long, and recreates the
+# actor after this many failed checks in a row (at once when it has died).
+DEPLOYMENT_ACTOR_NAME_PREFIX = "SERVE_DEPLOYMENT_ACTOR::"
+DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S", 2.0)
+DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S = _env_float("RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S", 30.0)
+DEPLOYMENT_ACTOR_HEALTH_CHECK_UNHEALTHY_THRESHOLD = _env_int(
+    "RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_UNHEALTHY_THRESHOLD", 3)
 
 # Default resources of a replica when ray_actor_options does not say (as Ray Serve).
 DEFAULT_REPLICA_NUM_CPUS = 1.0
@@ -95,6 +119,22 @@ CHECKPOINT_FORMAT_VERSION = 1
 # ---- read when called: they follow the calling process's environment -----------------
 S3_ENDPOINT_ENV = "RAY_SERVE_EXT_S3_ENDPOINT_URL"
 STORAGE_OPTIONS_ENV = "RAY_SERVE_EXT_CHECKPOINT_STORAGE_OPTIONS"
+
+
+# What a deployment-scoped actor's process is told about itself (Ray Serve 2.60's names),
+# through the env_vars of the runtime_env the controller starts it with.
+DEPLOYMENT_ACTOR_CONTEXT_ENV = {
+    "app_name": "RAY_SERVE_INTERNAL_DEPLOYMENT_APP_NAME",
+    "deployment": "RAY_SERVE_INTERNAL_DEPLOYMENT_NAME",
+    "actor_name": "RAY_SERVE_INTERNAL_DEPLOYMENT_ACTOR_NAME",
+    "code_version": "RAY_SERVE_INTERNAL_DEPLOYMENT_CODE_VERSION",
+}
+
+
+def deployment_actor_context_env() -> dict:
+    """The deployment-actor context variables of this process (key -> value), for
+    each key of ``DEPLOYMENT_ACTOR_CONTEXT_ENV`` that is set."""
+    return {key: os.environ[var] for key, var in DEPLOYMENT_ACTOR_CONTEXT_ENV.items() if var in os.environ}
 
 
 def default_log_encoding() -> str:

@@ -328,6 +328,13 @@ class ServeController:
         if state is not None:
             state.set_model_ids(replica_id, model_ids)
 
+    async def record_routing_stats(self, app_name: str, deployment: str, replica_id: str,
+                                   stats: Dict[str, Any]) -> None:
+        """A replica's `record_routing_stats()` result (callers' routers see it as routing_stats)."""
+        state = self._deployments.get(DeploymentID(deployment, app_name))
+        if state is not None:
+            state.set_routing_stats(replica_id, stats)
+
     async def get_metrics_text(self) -> str:
         return self._metrics.render()
 

@@ -22,11 +22,12 @@ from ray_serving_ext._private.build import DeploymentSpec
 from ray_serving_ext._private.cluster import NodeSnapshot
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo
 from ray_serving_ext._private.constants import (
-    DEFAULT_REPLICA_NUM_CPUS,
     HEALTH_CHECK_FAILURE_THRESHOLD,
     MAX_CONSTRUCTOR_RETRIES,
     SLOW_STARTUP_WARNING_S,
 )
+from ray_serving_ext._private.deployment_actors import DeploymentActors
+from ray_serving_ext._private.gang import GangTracker, required_resources, round_up_to_gangs
 from ray_serving_ext._private.replica_record import ReplicaRecord, short_error
 from ray_serving_ext.config import DeploymentConfig
 from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusOverview, DeploymentStatusTrigger, ReplicaState
@@ -44,17 +45,7 @@ def version_key(spec: DeploymentSpec) -> str:
          cfg.get("placement_group_bundles"), cfg.get("placement_group_strategy")],
         sort_keys=True,
         default=str,
-    )
-
-
-def required_resources(ray_actor_options: Dict[str, Any]) -> Dict[str, float]:
-    req: Dict[str, float] = {"CPU": float(ray_actor_options.get("num_cpus", DEFAULT_REPLICA_NUM_CPUS) or 0)}
-    if ray_actor_options.get("num_gpus"):
-        req["GPU"] = float(ray_actor_options["num_gpus"])
-    if ray_actor_options.get("memory"):
-        req["memory"] = float(ray_actor_options["memory"])
-    req.update({k: float(v) for k, v in (ray_actor_options.get("resources") or {}).items()})
-    return {k: v for k, v in req.items() if v > 0}
+    ) + scheduling_version_suffix(spec)
 
 
 # Makes the record of a new replica: (deployment_id, replica_id, version_key, config).
@@ -95,6 +86,8 @@ class DeploymentState:
         self._unplaced_reason = ""  # why the last replica could not be started, if it could not
         self.external_target: Optional[int] = None  # set by an external scaler until the next deploy
         self.app_autoscaled = False  # its application's autoscaling_policy sets the target instead
+        self._gangs = GangTracker(deployment_id)
+        self._actors = DeploymentActors(deployment_id)
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -105,6 +98,7 @@ class DeploymentState:
             self.last_error = ""
             self._infeasible_checked = False
         self.spec = spec
+        self._actors.sync(getattr(spec, "deployment_actors", None) or {})
         self.version_key = new_key
         self.config = new_config
         self.deleting = False
@@ -188,10 +182,15 @@ class DeploymentState:
         if self.spec is None and not self.replicas:
             return
         self.autoscale()
+        self._update_deployment_actors()
         self._poll_pending()
         self._poll_health()
+        self._gangs.enforce_failure_policy(self.replicas, self._gang_policy())
         self._poll_stopping()
+        self._gangs.reap(self.replicas)
         self._scale(nodes)
+        if self.deleting and not self.replicas:
+            self._actors.kill_all()  # only now: draining replicas may still use them
         self._update_status(nodes)
         self._broadcast_if_changed()
         self.export_gauges()
@@ -225,6 +224,8 @@ class DeploymentState:
         """Kill every replica actor now, without draining (the end of a shutdown)."""
         for rec in self.replicas.values():
             rec.kill()
+        self._gangs.remove_all()
+        self._actors.kill_all()
 
     def _on_start_failure(self, rec: ReplicaRecord, exc: BaseException) -> None:
         recovering = rec.state == ReplicaState.RECOVERING
@@ -263,6 +264,12 @@ class DeploymentState:
         rec = self.replicas.get(replica_id)
         if rec is not None:
             rec.model_ids = tuple(model_ids)
+
+    def set_routing_stats(self, replica_id: str, stats: Dict[str, Any]) -> None:
+        """A replica's `record_routing_stats()` result, for its callers' request routers."""
+        rec = self.replicas.get(replica_id)
+        if rec is not None:
+            rec.routing_stats = dict(stats)
 
     def mark_replica_dead(self, replica_id: str, reason: str) -> None:
         rec = self.replicas.get(replica_id)
@@ -330,11 +337,14 @@ class DeploymentState:
     def _scale(self, nodes: NodeSnapshot) -> None:
         if self._records(ReplicaState.RECOVERING):
             return  # a restarted controller first learns what the live replicas run
+        if self.config.gang_scheduling_config is not None:
+            self._scale_gangs()
+            return
         active = self._records(*ACTIVE)
         current = [r for r in active if r.version_key == self.version_key]
         old = [r for r in active if r.version_key != self.version_key]
         target = self.target_num_replicas
-        if not self.deleting and not self._deploy_failed():
+        if not self.deleting and not self._deploy_failed() and self._actors.all_ready():
             for _ in range(target - len(current)):
                 self._start_replica(nodes)
         if len(current) > target:
@@ -348,6 +358,53 @@ class DeploymentState:
             for rec in order[: len(old) - keep_old]:
                 rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
         self._reconfigure_in_place(current)
+
+    # ---- deployment-scoped actors (see deployment_actors.py) --------------------------------
+    def _update_deployment_actors(self) -> None:
+        """Drive the deployment's actors; one that keeps failing to start fails the deployment."""
+        if self.deleting:
+            return
+        self._actors.update()
+        problem = self._actors.failure()
+        if problem:
+            self.failed_starts = max(self.failed_starts, MAX_CONSTRUCTOR_RETRIES)
+            self.last_error = problem
+
+    # ---- gangs (see gang.py) -------------------------------------------------------------
+    def _gang_policy(self) -> Any:
+        gang = self.config.gang_scheduling_config
+        return gang.runtime_failure_policy if gang is not None else None
+
+    def _scale_gangs(self) -> None:
+        gang = self.config.gang_scheduling_config
+        assert gang is not None
+        self.target_num_replicas = round_up_to_gangs(self.target_num_replicas, gang.gang_size)
+        self._gangs.scale(
+            self.replicas, self.version_key, self.target_num_replicas, gang.gang_size,
+            can_start=not self.deleting and not self._deploy_failed() and self._actors.all_ready(),
+            keep_all_old=self._deploy_failed() and not self.deleting,
+            start_gang=self._start_gang, timeout_s=self.config.graceful_shutdown_timeout_s,
+        )
+        self._reconfigure_in_place([r for r in self._records(*ACTIVE) if r.version_key == self.version_key])
+
+    def _start_gang(self) -> bool:
+        """Start one whole gang; False (and a counted failed start) if it could not be."""
+        try:
+            self._gangs.start_gang(self.version_key, self.config, self._start_gang_member)
+        except Exception as exc:  # noqa: BLE001 - Ray's or the bundles' error: a failed start, reported
+            self.failed_starts += 1
+            self.last_error = short_error(exc)
+            logger.warning("A gang of %s failed to start: %s", self.id, self.last_error)
+            return False
+        return True
+
+    def _start_gang_member(self, scheduling_strategy: Any) -> ReplicaRecord:
+        assert self.spec is not None
+        rid = uuid.uuid4().hex[:8]
+        rec = self._new_record(self.id, rid, self.version_key, self.config.model_dump())
+        rec.start(self.spec, rec.config, self.config.ray_actor_options, scheduling_strategy=scheduling_strategy)
+        self.replicas[rid] = rec
+        return rec
 
     def _reconfigure_in_place(self, current: List[ReplicaRecord]) -> None:
         wanted = self.config.model_dump()
@@ -391,6 +448,9 @@ class DeploymentState:
             self.message = pending or (self.message if self.status == DeploymentStatus.UNHEALTHY else "")
 
     def _pending_message(self, nodes: NodeSnapshot) -> str:
+        waiting = self._actors.not_ready()
+        if waiting:
+            return f"Deployment '{self.id.name}' is waiting for its deployment actor(s) {waiting} to start."
         if self._unplaced_reason:
             return self._unplaced_reason
         starting = self._records(ReplicaState.STARTING)
@@ -417,12 +477,13 @@ class DeploymentState:
     def routable(self) -> List[ReplicaInfo]:
         return [
             ReplicaInfo(r.replica_id, r.actor_name, r.actor, r.node_id, int(r.config.get("max_ongoing_requests", 5)),
-                        r.node_ip, r.port, r.token, r.model_ids)
+                        r.node_ip, r.port, r.token, r.model_ids, r.availability_zone, r.routing_stats)
             for r in self.replicas.values()
             if r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING) and r.actor is not None
         ]
 
     def target_info(self) -> DeploymentTargetInfo:
+        router = self.config.request_router_config
         return DeploymentTargetInfo(
             replicas=self.routable(),
             max_ongoing_requests=self.config.max_ongoing_requests,
@@ -431,6 +492,7 @@ class DeploymentState:
             message=self.message,
             backpressure_status_code=self.config.backpressure_config.status_code,
             backpressure_retry_after_s=self.config.backpressure_config.retry_after_s,
+            request_router_config=None if router.is_default_request_router() else router,
         )
 
     def _broadcast_if_changed(self, force: bool = False) -> None:
@@ -440,7 +502,7 @@ class DeploymentState:
             self.recovering, force = False, True
         info = self.target_info()
         signature = (
-            tuple(sorted((r.replica_id, r.model_ids) for r in info.replicas)),
+            tuple(sorted((r.replica_id, r.model_ids, r.routing_stats) for r in info.replicas)),
             info.max_ongoing_requests,
             info.max_queued_requests,
             info.exists,
@@ -533,6 +595,17 @@ class DeploymentStateManager:
 
     def num_replicas(self) -> int:
         return sum(len(s.replicas) for s in self.states.values())
+
+
+def scheduling_version_suffix(spec: DeploymentSpec) -> str:
+    """The part of a version key for the scheduling options that need new replicas
+    (bundle label selectors, gang scheduling, deployment actors); '' when none is set,
+    so the keys of deployments without them stay as they were."""
+    cfg = spec.config
+    extra = {k: cfg.get(k) for k in ("placement_group_bundle_label_selector", "gang_scheduling_config") if cfg.get(k)}
+    if cfg.get("deployment_actors"):
+        extra["deployment_actors"] = {name: version for name, (version, _) in spec.deployment_actors.items()}
+    return "" if not extra else json.dumps(extra, sort_keys=True, default=str)
 
 
 def _first_bundle_problem(config: DeploymentConfig) -> str:

@@ -23,12 +23,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 
 from ray_serving_ext._private import metrics, ray_metrics_bridge, tracing, transport
-from ray_serving_ext._private.cluster import current_actor_id, current_node_id, get_controller, local_node_ip
+from ray_serving_ext._private.cluster import (
+    current_actor_id, current_availability_zone, current_node_id, get_controller, local_node_ip,
+)
 from ray_serving_ext._private.common import Request, RequestMetadata
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, StreamedReceive, plain_response_messages, to_response
 from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
+from ray_serving_ext._private.routing_stats import start_routing_stats
 from ray_serving_ext._private.user_callable import UserCallable
 from ray_serving_ext.multiplex import _set_models_listener as set_models_listener
 from starlette.responses import Response as _StarletteResponse
@@ -109,6 +112,7 @@ class ReplicaActor:
             "port": self._port,
             "token": self._token,
             "model_ids": list(self._model_ids),
+            "availability_zone": current_availability_zone(),
         }
 
     async def initialize_and_get_metadata(self) -> Dict[str, Any]:
@@ -137,6 +141,7 @@ class ReplicaActor:
         pusher.add_flusher(lambda: ongoing.set(limiter.running + limiter.waiting))
         pusher.add_flusher(flush_logs)
         self._stats_task = _start_autoscaling_stats(self)
+        self._routing_stats_task = start_routing_stats(self)
         logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
 
     def _models_changed(self, model_ids: List[str]) -> None:

@@ -12,10 +12,18 @@ from typing import Any, Dict, Optional
 
 import ray
 
-from ray_serving_ext._private.cluster import PendingCall, kill_actor, remote_class
+from ray_serving_ext._private.cluster import (
+    PendingCall,
+    create_placement_group,
+    in_placement_group,
+    kill_actor,
+    remote_class,
+    remove_placement_group,
+)
 from ray_serving_ext._private.common import DeploymentID, replica_actor_name
 from ray_serving_ext._private.constants import DEFAULT_REPLICA_NUM_CPUS, SERVE_NAMESPACE
 from ray_serving_ext._private.replica import ReplicaActor
+from ray_serving_ext._private.scheduling_config import bundle_label_selectors
 from ray_serving_ext.schema import ReplicaState
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -51,6 +59,8 @@ class ReplicaRecord:
         self.port: Optional[int] = None
         self.token: str = ""
         self.model_ids: tuple = ()
+        self.availability_zone: Optional[str] = None
+        self.routing_stats: Dict[str, Any] = {}  # its latest record_routing_stats() result
         self.health_ref: Any = None
         self.health_sent_at = 0.0
         self.last_health_check = time.time()
@@ -65,21 +75,24 @@ class ReplicaRecord:
 
     # ---- starting ------------------------------------------------------------------
     def start(self, spec: Any, config: Dict[str, Any], ray_actor_options: Dict[str, Any],
-              node_id: Optional[str] = None) -> None:
-        """Create the actor (placed by Ray, on `node_id` if given, in a placement group if
-        the deployment asks for bundles) and begin running the user constructor."""
+              node_id: Optional[str] = None, scheduling_strategy: Any = None) -> None:
+        """Create the actor (placed by Ray: by `scheduling_strategy` if given, e.g. into
+        its gang's placement group, which the caller owns; else in a placement group of
+        its own if the deployment asks for bundles; else on `node_id` if given) and
+        begin running the user constructor."""
         opts = actor_options(ray_actor_options, config["max_ongoing_requests"])
         bundles = config.get("placement_group_bundles")
-        if bundles:
-            from ray.util.placement_group import placement_group
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+        if scheduling_strategy is not None:
+            opts["scheduling_strategy"] = scheduling_strategy
+        elif bundles:
             # The replica itself runs in the first bundle; tasks and actors it starts
             # land in the group's other bundles.
-            self.placement_group = placement_group(bundles, strategy=config.get("placement_group_strategy") or "PACK")
-            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                self.placement_group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            self.placement_group = create_placement_group(
+                bundles, config.get("placement_group_strategy") or "PACK",
+                bundle_label_selector=bundle_label_selectors(config.get("placement_group_bundle_label_selector"),
+                                                             len(bundles)),
             )
+            opts["scheduling_strategy"] = in_placement_group(self.placement_group, 0)
         elif node_id:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -123,6 +136,7 @@ class ReplicaRecord:
         self.model_ids = tuple(meta.get("model_ids", ()))
         self.actor_id = meta.get("actor_id") or ""
         self.log_path = meta.get("log_path") or ""
+        self.availability_zone = meta.get("availability_zone")
         return meta
 
     def mark_running(self) -> None:
@@ -222,12 +236,7 @@ class ReplicaRecord:
         if self.actor is not None:
             kill_actor(self.actor)
         if self.placement_group is not None:
-            from ray.util.placement_group import remove_placement_group
-
-            try:
-                remove_placement_group(self.placement_group)
-            except Exception:
-                pass
+            remove_placement_group(self.placement_group)
             self.placement_group = None
 
 

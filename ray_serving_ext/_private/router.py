@@ -6,6 +6,10 @@ to the less loaded of two random replicas that have room under
 `max_ongoing_requests`. When none has room the request waits in the router's
 queue; past `max_queued_requests` waiting requests it is refused at once with
 BackPressureError. The controller is never on the request path.
+
+A deployment whose `request_router_config` names a custom RequestRouter has
+its replicas chosen by that router instead (`custom_routing.py`), under the
+same limits; the request then travels the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ray_serving_ext._private import metrics, transport
 from ray_serving_ext._private.cluster import get_controller, local_node_ip
 from ray_serving_ext._private.constants import USE_DIRECT_TRANSPORT
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo, Request
+from ray_serving_ext._private.custom_routing import CustomRouting, config_identity
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -57,6 +62,7 @@ class Router:
         self._conns: Dict[str, transport.ReplicaConnection] = {}
         self._stopped = False
         self._connecting: Dict[str, asyncio.Future] = {}
+        self._custom: Optional[CustomRouting] = None  # the deployment's custom request router, if any
         self.num_queued = 0
         self._long_poll = LongPollClient(get_controller, {replicas_key(deployment_id): self.update}, loop)
         self._pusher = metrics.get_pusher(loop, get_controller)
@@ -84,12 +90,32 @@ class Router:
         for rid in list(self._conns):
             if rid not in self._replicas:
                 self._conns.pop(rid).close_when_idle()
+        self._sync_custom(info)
         self._updated.set()
         self._wake(len(self._waiters))
+
+    def _sync_custom(self, info: DeploymentTargetInfo) -> None:
+        """(Re)build the custom request router the deployment names, or drop it; give it the replicas."""
+        config = info.request_router_config
+        old = self._custom
+        if config is None or config.is_default_request_router():
+            self._custom = None
+        elif old is None or old.identity != config_identity(config):
+            self._custom = CustomRouting(self.deployment_id, config, self._queue_len, self._take_slot, self._release)
+        else:
+            old.update_backoff(config)
+        if old is not None and old is not self._custom:
+            old.fail_all(_RouterReplaced())  # their callers start over with the new one
+        if self._custom is not None:
+            self._custom.sync_replicas(self._replicas, self._capacity, self._suspect)
+            if not info.exists:
+                self._custom.fail_all(DeploymentUnavailableError(self.deployment_id, info.message or "it does not exist"))
 
     def mark_dead(self, replica_id: str) -> None:
         """Stop routing to a replica a call found dead, until the controller says otherwise."""
         self._suspect.add(replica_id)
+        if self._custom is not None:
+            self._custom.replica_died(replica_id)
 
     def stop(self) -> None:
         self._stopped = True
@@ -99,6 +125,8 @@ class Router:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
+        if self._custom is not None:
+            self._custom.fail_all(None)
 
     @property
     def num_replicas(self) -> int:
@@ -139,6 +167,24 @@ class Router:
         if replica_id in self._ongoing and self._ongoing[replica_id] > 0:
             self._ongoing[replica_id] -= 1
         self._wake(1)
+        if self._custom is not None:
+            self._custom.slot_freed()
+
+    def _queue_len(self, replica_id: str) -> int:
+        return self._ongoing.get(replica_id, 0)
+
+    def _take_slot(self, replica_id: str) -> None:
+        self._ongoing[replica_id] = self._ongoing.get(replica_id, 0) + 1
+
+    def _backpressure_error(self) -> BackPressureError:
+        logger.warning(
+            "Request dropped due to backpressure (num_queued_requests=%d, max_queued_requests=%d).",
+            self.num_queued,
+            self._max_queued,
+        )
+        metrics.BACKPRESSURE.labels(self.deployment_id.name, self.deployment_id.app_name).inc()
+        status_code, retry_after_s = self._backpressure
+        return BackPressureError(self.num_queued, self._max_queued, status_code, retry_after_s)
 
     def _check_exists(self) -> None:
         if self._updated.is_set() and not self._exists:
@@ -150,14 +196,7 @@ class Router:
         if replica is not None:
             return replica
         if self._max_queued != -1 and self.num_queued >= self._max_queued:
-            logger.warning(
-                "Request dropped due to backpressure (num_queued_requests=%d, max_queued_requests=%d).",
-                self.num_queued,
-                self._max_queued,
-            )
-            metrics.BACKPRESSURE.labels(self.deployment_id.name, self.deployment_id.app_name).inc()
-            status_code, retry_after_s = self._backpressure
-            raise BackPressureError(self.num_queued, self._max_queued, status_code, retry_after_s)
+            raise self._backpressure_error()
         self.num_queued += 1
         if not self._replicas:
             self._pusher.push_soon()  # no replica at all (scaled to zero): tell the controller now
@@ -172,6 +211,8 @@ class Router:
                         self._wake(1)  # pass on the wake-up we consumed
                     raise
                 self._check_exists()
+                if self._custom is not None:  # the first update named a custom request router
+                    raise _RouterReplaced()
                 replica = self._choose(model_id)
                 if replica is not None:
                     return replica
@@ -204,8 +245,13 @@ class Router:
         replica's slot is released when the call completes, however it ends.
         A replica that cannot be reached is skipped for another one.
         """
+        if self._custom is not None:
+            return await self._assign_custom(request)
         for _attempt in range(10):
-            replica = await self._acquire(request.metadata.multiplexed_model_id)
+            try:
+                replica = await self._acquire(request.metadata.multiplexed_model_id)
+            except _RouterReplaced:
+                return await self._assign_custom(request)
             rid = replica.replica_id
             self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
             try:
@@ -221,6 +267,60 @@ class Router:
             call.add_done_callback(lambda rid=rid: self._release(rid))
             return call
         raise DeploymentUnavailableError(self.deployment_id, "no replica could be reached")
+
+    async def _assign_custom(self, request: Request) -> Any:
+        """assign_request with the custom request router choosing (same limits, retries and sending)."""
+        custom = self._custom
+        pending = None
+        is_retry = False
+        internal_id = request.metadata.internal_request_id
+        for _attempt in range(10):
+            if self._custom is None:  # the deployment went back to the built-in router
+                return await self.assign_request(request)
+            if custom is not self._custom or pending is None:
+                custom, pending, is_retry = self._custom, self._custom.pending_request(request), False
+            try:
+                rid = await self._acquire_custom(custom, pending, is_retry)
+            except _RouterReplaced:
+                pending = None
+                continue
+            is_retry = True
+            replica = self._replicas.get(rid)
+            if replica is None:  # removed between the assignment and now
+                self._give_back(custom, rid, internal_id)
+                continue
+            try:
+                call = await self._send(replica, _as_routed(request, pending))
+            except (OSError, transport.ReplicaUnavailableError) as exc:
+                self._give_back(custom, rid, internal_id)
+                self.mark_dead(rid)
+                logger.warning("Replica %s unreachable (%s); trying another.", rid, exc)
+                continue
+            except BaseException:
+                self._give_back(custom, rid, internal_id)
+                raise
+            custom.routed(pending, rid, call)
+            call.add_done_callback(lambda rid=rid, custom=custom: self._give_back(custom, rid, internal_id))
+            return call
+        raise DeploymentUnavailableError(self.deployment_id, "no replica could be reached")
+
+    def _give_back(self, custom: CustomRouting, rid: str, internal_id: str) -> None:
+        self._release(rid)
+        custom.completed(rid, internal_id)
+
+    async def _acquire_custom(self, custom: CustomRouting, pending: Any, is_retry: bool) -> str:
+        """Wait for the custom router to assign a replica (its slot taken); as _acquire, a
+        request that must wait counts as queued, and past max_queued_requests is refused."""
+        self._check_exists()
+        if self._max_queued != -1 and self.num_queued >= self._max_queued:
+            raise self._backpressure_error()
+        self.num_queued += 1
+        if not self._replicas:
+            self._pusher.push_soon()  # no replica at all (scaled to zero): tell the controller now
+        try:
+            return await custom.choose(pending, is_retry)
+        finally:
+            self.num_queued -= 1
 
     async def _send(self, replica: ReplicaInfo, request: Request) -> Any:
         if USE_DIRECT_TRANSPORT and replica.port:
@@ -356,6 +456,18 @@ class RayCall:
 
 
 _RAY_DEATH = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError)
+
+
+def _as_routed(request: Request, pending: Any) -> Request:
+    """The request with the arguments the request router left in its PendingRequest
+    (as in Ray Serve, a router may adjust them); HTTP requests go unchanged."""
+    if request.kind in (transport.UNARY, transport.STREAM):
+        return Request(request.kind, request.metadata, tuple(pending.args), pending.kwargs)
+    return request
+
+
+class _RouterReplaced(Exception):
+    """The deployment's request router changed while a request waited: route it again."""
 
 
 class RouterRegistry:

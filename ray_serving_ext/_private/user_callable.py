@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Callable, Dict, Tuple
 from ray import cloudpickle
 
 from ray_serving_ext._private.build import HandleMarker, map_nested
+from ray_serving_ext._private.task_consumer import is_task_consumer, start_task_consumer, stop_task_consumer
 
 
 def _replace_markers(value: Any) -> Any:
@@ -39,6 +40,8 @@ class UserCallable:
         self.is_function = inspect.isfunction(self._def)
         self.instance: Any = None
         self.asgi_app: Any = getattr(self._def, "_serve_asgi_app", None)
+        # The replica passes its max_ongoing_requests as max_threads: also a task consumer's concurrency.
+        self._consumer_concurrency = max(1, max_threads)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_threads), thread_name_prefix="serve-user")
         self._control_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="serve-control")
         self._lifespan: Any = None
@@ -69,6 +72,7 @@ class UserCallable:
         the constructor itself holds the loop (deserialising the code and
         arguments happened before, off the loop). An ingress app given as a
         builder function (or `__serve_build_asgi_app__`) is built right after.
+        A `@task_consumer` object then starts its consumer.
         """
         if not self.is_function:
             cls = self._def
@@ -82,6 +86,10 @@ class UserCallable:
                 await self._start_lifespan()
         if user_config is not None:
             await self.reconfigure(user_config)
+        # A task consumer starts consuming once fully set up (user_config applied); off the
+        # loop, since connecting to the broker may block.
+        if is_task_consumer(self.instance):
+            await self._run_sync(start_task_consumer, self.instance, self._consumer_concurrency, control=True)
 
     async def _build_asgi_app(self) -> None:
         """Build the ingress app when the class was given a builder instead of an app."""
@@ -175,7 +183,9 @@ class UserCallable:
             )
 
     async def shutdown(self) -> None:
-        """Run the user's __del__ and the ASGI lifespan shutdown, once."""
+        """Stop a task consumer's consumer, run the ASGI lifespan shutdown and the user's __del__, once."""
+        if is_task_consumer(self.instance) and not self._destroyed:
+            await self._run_sync(stop_task_consumer, self.instance, control=True)
         if self._lifespan is not None:
             try:
                 await self._lifespan.__aexit__(None, None, None)

@@ -39,26 +39,11 @@ DELIBERATELY_LEFT_OUT: Dict[str, str] = {}
 
 _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
-    "ray.serve": ["get_deployment_actor", "get_deployment_actor_context"],
-    "ray.serve.config": ["ReplicaID", "RequestRouterConfig",
-                         "GangPlacementStrategy", "GangRuntimeFailurePolicy",
-                         "DeploymentActorConfig", "GangSchedulingConfig"],
-    "ray.serve.schema": [
-        "DeploymentActorConfig",
-        "GangSchedulingConfig", "RequestRouterConfig",
-        "CeleryAdapterConfig",
-        "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ReplicaRank"],
-    "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
-                                 "RequestRouter", "RunningReplica"],
+    "ray.serve.schema": ["ReplicaRank"],
 }
 _NOT_YET_PARAMS = {
-    "serve.deployment": ["deployment_actors", "gang_scheduling_config",
-                         "max_constructor_retry_count", "max_surge_percent",
-                         "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
-    "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
-                         "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
+    "serve.deployment": ["max_constructor_retry_count", "max_surge_percent", "rolling_update_percentage"],
+    "DeploymentSchema": ["max_surge_percent", "rolling_update_percentage"],
 }
 NOT_YET: Dict[str, str] = {
     **{f"{module}.{name}": _TODO for module, names in _NOT_YET_NAMES.items() for name in names},

@@ -48,7 +48,12 @@ SAMPLES = {
     "max_replicas_per_node": 2,
     "placement_group_bundles": [{"CPU": 1.0}],
     "placement_group_strategy": None,  # needs bundles: checked together below
+    "placement_group_bundle_label_selector": None,  # needs bundles: checked together below
+    "gang_scheduling_config": {"gang_size": 1, "gang_placement_strategy": "SPREAD"},
+    "deployment_actors": [{"name": "counter", "actor_class": "tests.unit.test_option_schema:Counter"}],
     "logging_config": {"log_level": "DEBUG"},
+    "request_router_config": {"request_router_class": "my_pkg.routers:HeaderRouter",
+                              "request_routing_stats_period_s": 2.0},
 }
 
 
@@ -56,7 +61,8 @@ def test_samples_cover_the_model() -> None:
     assert set(SAMPLES) == MODEL_FIELDS
 
 
-@pytest.mark.parametrize("field", sorted(set(SAMPLES) - {"placement_group_strategy"}))
+@pytest.mark.parametrize("field", sorted(set(SAMPLES) - {"placement_group_strategy",
+                                                          "placement_group_bundle_label_selector"}))
 def test_every_model_field_is_an_option_in_code_and_in_a_file(field: str) -> None:
     value = SAMPLES[field]
     assert deployment(**{field: value})(lambda: None).explicit_options == {field: value}
@@ -65,6 +71,12 @@ def test_every_model_field_is_an_option_in_code_and_in_a_file(field: str) -> Non
 
 def test_placement_group_strategy_is_an_option_in_code_and_in_a_file() -> None:
     opts = {"placement_group_bundles": [{"CPU": 1.0}], "placement_group_strategy": "SPREAD"}
+    assert deployment(**opts)(lambda: None).explicit_options == opts
+    assert DeploymentSchema.model_validate({"name": "D", **opts}).overrides() == opts
+
+
+def test_bundle_label_selector_is_an_option_in_code_and_in_a_file() -> None:
+    opts = {"placement_group_bundles": [{"CPU": 1.0}], "placement_group_bundle_label_selector": [{"zone": "a"}]}
     assert deployment(**opts)(lambda: None).explicit_options == opts
     assert DeploymentSchema.model_validate({"name": "D", **opts}).overrides() == opts
 
