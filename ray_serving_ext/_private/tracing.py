@@ -249,24 +249,18 @@ class ServeSpan:
     """One Serve span, current (attached) from creation until `end()`, which must run
     in the same task or thread context that created it."""
 
-    __slots__ = ("_token", "name", "span")
+    __slots__ = ("_token", "span")
 
     def __init__(self, name: str, parent: Any, attributes: Dict[str, Any]) -> None:
         from opentelemetry.context import attach
         from opentelemetry.trace import SpanKind, set_span_in_context
 
-        self.name = name
         attrs = {k: v for k, v in attributes.items() if v is not None}
         attrs["resource.name"] = name  # what Datadog shows as the operation, as Ray Serve sets it
         self.span = _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attrs)
         # The span is made current even when it is not sampled, so its children
         # inherit the decision instead of sampling on their own.
         self._token = attach(set_span_in_context(self.span, parent))
-
-    def rename(self, name: str) -> None:
-        self.name = name
-        self.span.update_name(name)
-        self.span.set_attribute("resource.name", name)
 
     def set_attributes(self, attributes: Dict[str, Any]) -> None:
         self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})
@@ -297,11 +291,11 @@ async def trace_proxy_request(
     `proxy_http_request` span: a child of the client's `traceparent`, if it sent one,
     ending with the response status (4xx/5xx, or 499 for no answer, is an error)."""
     method = scope.get("method", "")
-    span = ServeSpan("proxy_http_request", extract(header_carrier(scope.get("headers", ()))), {
+    parent = extract(header_carrier(scope.get("headers", ())))
+    span = ServeSpan(f"proxy_http_request {deployment} {method} {route_path}", parent, {
         "request_id": request_id, "deployment": deployment, "app": app_name, "request_type": "http",
         "request_method": method, "request_route_path": route_path,
     })
-    span.rename(f"proxy_http_request {deployment} {method} {route_path}")
     status = [0]
 
     async def traced_send(message: Dict[str, Any]) -> None:
