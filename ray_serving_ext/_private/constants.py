@@ -55,8 +55,12 @@ LONG_POLL_RETRY_S = _env_float("RAY_SERVE_LONG_POLL_RETRY_S", 0.2)
 
 # A replica is replaced after this many consecutive failed health checks.
 HEALTH_CHECK_FAILURE_THRESHOLD = _env_int("RAY_SERVE_HEALTH_CHECK_FAILURE_THRESHOLD", 3)
-# Constructor failures, per deployment version, before DEPLOY_FAILED.
-MAX_CONSTRUCTOR_RETRIES = _env_int("RAY_SERVE_MAX_CONSTRUCTOR_RETRIES", 3)
+# A version is DEPLOY_FAILED after min(max_constructor_retry_count, this * target replicas)
+# constructor failures in a row (Ray Serve's rule and variable).
+MAX_PER_REPLICA_RETRY_COUNT = _env_int("RAY_SERVE_MAX_PER_REPLICA_RETRY_COUNT", 3)
+# Defaults of the deployment options max_constructor_retry_count and rolling_update_percentage.
+DEFAULT_CONSTRUCTOR_RETRY_COUNT = 20
+DEFAULT_ROLLING_UPDATE_PERCENTAGE = 0.2
 # A replica still not placed after this long makes the deployment say why.
 SLOW_STARTUP_WARNING_S = _env_float("RAY_SERVE_SLOW_STARTUP_WARNING_S", 30.0)
 # Proxies are health-checked this often.

@@ -52,7 +52,7 @@ _NOT_YET_NAMES = {
         "AutoscalingStatus", "ScalingDecision", "DeploymentAutoscalingDetail", "DeploymentDetails", "APIType",
         "DeploymentNode", "DeploymentTopology", "ApplicationDetails", "ProxyDetails", "Target", "TargetGroup",
         "DurationStats", "ControllerHealthMetrics", "ServeInstanceDetails", "CeleryAdapterConfig",
-        "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ScaleDeploymentRequest", "ReplicaRank"],
+        "TaskProcessorConfig", "TaskResult", "TaskProcessorAdapter", "ScaleDeploymentRequest"],
     "ray.serve.handle": ["ObjectRefGenerator", "DeploymentBroadcastResponse"],
     "ray.serve.request_router": ["FIFOMixin", "LocalityMixin", "MultiplexMixin", "PendingRequest", "ReplicaID",
                                  "RequestRouter", "RunningReplica"],
@@ -61,15 +61,12 @@ _NOT_YET_NAMES = {
 }
 _NOT_YET_PARAMS = {
     "serve.deployment": ["deployment_actors", "gang_scheduling_config",
-                         "max_constructor_retry_count", "max_surge_percent",
-                         "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
+                         "placement_group_bundle_label_selector", "request_router_config"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
     "ServeApplicationSchema": ["autoscaling_policy"],
     "DeploymentSchema": ["deployment_actors", "gang_scheduling_config",
-                         "max_surge_percent", "placement_group_bundle_label_selector", "request_router_config",
-                         "rolling_update_percentage"],
+                         "placement_group_bundle_label_selector", "request_router_config"],
 }
 NOT_YET: Dict[str, str] = {
     **{f"{module}.{name}": _TODO for module, names in _NOT_YET_NAMES.items() for name in names},

@@ -49,6 +49,9 @@ SAMPLES = {
     "placement_group_bundles": [{"CPU": 1.0}],
     "placement_group_strategy": None,  # needs bundles: checked together below
     "logging_config": {"log_level": "DEBUG"},
+    "max_constructor_retry_count": 5,
+    "rolling_update_percentage": 0.5,
+    "max_surge_percent": 25,
 }
 
 
