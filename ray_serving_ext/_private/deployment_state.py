@@ -1,10 +1,14 @@
 """Reconciles one deployment's replicas toward its goal: count, code version, config.
 
-A code, constructor-argument or ray_actor_options change is a new version:
-new replicas start and must be RUNNING before old ones drain (rolling update).
-Other option changes are applied in place through `reconfigure` on live
-replicas. Constructors that keep raising stop the rollout with DEPLOY_FAILED
-while the previous version, if any, keeps serving.
+A code, constructor-argument or ray_actor_options change is a new version,
+rolled out as Ray Serve 2.60 does (see `rollout.py`): `rolling_update_percentage`
+of the replicas at a time; with `max_surge_percent` new replicas start first and
+old ones drain once the new ones run, else old ones stop first. Other option
+changes are applied in place through `reconfigure` on live replicas.
+Constructors that keep raising (`max_constructor_retry_count`, at most 3 per
+target replica) stop the rollout with DEPLOY_FAILED; the replicas of the
+previous version still running keep serving. Each replica holds a dense rank
+(`ranks.py`), asked for before its constructor runs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
-from ray_serving_ext._private import metrics
+from ray_serving_ext._private import metrics, rollout
 from ray_serving_ext._private.autoscaling import AutoscalingState
 from ray_serving_ext._private.build import DeploymentSpec
 from ray_serving_ext._private.cluster import NodeSnapshot
@@ -27,7 +31,6 @@ from ray_serving_ext._private.constants import (
     MAX_PER_REPLICA_RETRY_COUNT,
     SLOW_STARTUP_WARNING_S,
 )
-from ray_serving_ext._private import rollout
 from ray_serving_ext._private.ranks import RankAllocator
 from ray_serving_ext._private.replica_record import ReplicaRecord, short_error
 from ray_serving_ext.config import DeploymentConfig
