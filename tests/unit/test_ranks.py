@@ -1,8 +1,14 @@
-"""RankAllocator: dense global, node and local ranks; reuse of freed ranks; minimal compaction."""
+"""RankAllocator: dense global, node and local ranks; reuse of freed ranks; minimal compaction.
+And how a replica's user code hears its rank through reconfigure()."""
 
 from __future__ import annotations
 
+import asyncio
+
+from ray import cloudpickle
+
 from ray_serving_ext._private.ranks import RankAllocator
+from ray_serving_ext._private.user_callable import UserCallable
 from ray_serving_ext.schema import ReplicaRank
 
 
@@ -95,3 +101,37 @@ def test_recover_takes_reported_ranks_and_compact_repairs_duplicates() -> None:
     assert sorted(r[0] for r in ranks) == [0, 1, 2]
     assert sorted({r[1] for r in ranks}) == [0, 1]
     assert sorted(r[2] for r in ranks if r[1] == _rank(alloc, "a")[1]) == [0, 1]
+
+
+# ---- how user code hears its rank (no Ray: the replica's UserCallable alone) -------------------
+class _TakesRank:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def reconfigure(self, config, rank) -> None:
+        self.calls.append((config, rank))
+
+
+class _NoRank:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def reconfigure(self, config) -> None:
+        self.calls.append(config)
+
+
+def _user(cls: type) -> UserCallable:
+    return UserCallable(cloudpickle.dumps(cls), cloudpickle.dumps(((), {})), 1)
+
+
+def test_a_reconfigure_taking_rank_hears_it_even_without_user_config() -> None:
+    rank = ReplicaRank(rank=2, node_rank=0, local_rank=1)
+    user = _user(_TakesRank)
+    asyncio.run(user.initialize(None, rank))  # called at start because it takes `rank`
+    asyncio.run(user.reconfigure({"k": 1}, rank))
+    assert user.instance.calls == [(None, rank), ({"k": 1}, rank)]
+
+    plain = _user(_NoRank)
+    asyncio.run(plain.initialize(None, rank))  # no user_config and no `rank` parameter: not called
+    asyncio.run(plain.reconfigure({"k": 1}, rank))
+    assert plain.instance.calls == [{"k": 1}]
