@@ -7,17 +7,28 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.schema import ReplicaRank
 
 
 @dataclass
 class ReplicaContext:
-    """What `serve.get_replica_context()` returns inside a replica."""
+    """What `serve.get_replica_context()` returns inside a replica.
+
+    `rank` (a `ReplicaRank`) and `world_size` are set before the constructor
+    runs, as in Ray Serve 2.60; `world_size` is the deployment's `num_replicas`
+    (with autoscaling, the target replica count when the rank was given). The
+    controller may later renumber a replica to keep ranks dense: `rank` then
+    changes, and a `reconfigure` method with a `rank` parameter is called with
+    the user_config and the new rank.
+    """
 
     app_name: str
     deployment: str
     replica_tag: str
     replica_id: str
     servable_object: Any = None
+    rank: Optional[ReplicaRank] = None
+    world_size: int = 0
 
     @property
     def request_id(self) -> Optional[str]:

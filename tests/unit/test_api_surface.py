@@ -41,13 +41,11 @@ _TODO = "issue 13, not implemented yet"
 _NOT_YET_NAMES = {
     "ray.serve": ["TracingConfig", "get_trace_context"],
     "ray.serve.schema": [
-        "TracingConfig", "ReplicaRank"],
+        "TracingConfig"],
 }
 _NOT_YET_PARAMS = {
-    "serve.deployment": ["max_constructor_retry_count", "max_surge_percent", "rolling_update_percentage"],
     "serve.start": ["tracing_config"],
     "ServeDeploySchema": ["tracing_config"],
-    "DeploymentSchema": ["max_surge_percent", "rolling_update_percentage"],
 }
 NOT_YET: Dict[str, str] = {
     **{f"{module}.{name}": _TODO for module, names in _NOT_YET_NAMES.items() for name in names},
