@@ -14,7 +14,6 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from pydantic import BaseModel, Field
 
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.

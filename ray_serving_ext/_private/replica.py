@@ -26,7 +26,7 @@ from ray_serving_ext._private import metrics, ray_metrics_bridge, transport
 from ray_serving_ext._private.cluster import (
     current_actor_id, current_availability_zone, current_node_id, get_controller, local_node_ip,
 )
-from ray_serving_ext._private.common import Request, RequestMetadata
+from ray_serving_ext._private.common import DeploymentID, ReplicaID, Request, RequestMetadata
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, StreamedReceive, plain_response_messages, to_response
@@ -80,7 +80,7 @@ class ReplicaActor:
         self._port: Optional[int] = None
         self._server: Any = None
         self._loop = get_router_loop()
-        self._context = ReplicaContext(app_name, deployment_name, replica_id, replica_id)
+        self._context = ReplicaContext(ReplicaID(replica_id, DeploymentID(deployment_name, app_name)))
         self._rank_world_size = 0  # world_size the controller sent with the rank (used when autoscaling)
         _set_replica_context(self._context)
         ray_metrics_bridge.install()  # ray.util.metrics recorded by user code show up at /-/metrics too

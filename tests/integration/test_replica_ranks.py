@@ -29,7 +29,7 @@ class Ranked:
 
     async def __call__(self, request=None) -> Dict:
         ctx = serve.get_replica_context()
-        return {"id": ctx.replica_id, "rank": ctx.rank.rank, "node_rank": ctx.rank.node_rank,
+        return {"id": ctx.replica_id.unique_id, "rank": ctx.rank.rank, "node_rank": ctx.rank.node_rank,
                 "local_rank": ctx.rank.local_rank, "world_size": ctx.world_size,
                 "rank_in_init": self.rank_in_init, "heard": self.heard}
 
