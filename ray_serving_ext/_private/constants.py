@@ -56,6 +56,9 @@ STREAM_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_STREAM_WINDOW_BYTES", 2 * 1024 * 1
 INBOUND_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_INBOUND_WINDOW_BYTES", 2 * 1024 * 1024)
 BODY_STREAM_THRESHOLD_BYTES = _env_int("RAY_SERVE_EXT_BODY_STREAM_THRESHOLD_BYTES", 2 * 1024 * 1024)
 
+# Ray Serve's bound on one `record_autoscaling_stats()` call in a replica.
+RECORD_AUTOSCALING_STATS_TIMEOUT_S = _env_float("RAY_SERVE_RECORD_AUTOSCALING_STATS_TIMEOUT_S", 10.0)
+
 # How often the controller's reconcile loop runs.
 CONTROL_LOOP_INTERVAL_S = _env_float("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", 0.1)
 # A long-poll call returns after this long even when nothing changed.

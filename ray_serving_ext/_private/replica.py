@@ -27,6 +27,7 @@ from ray_serving_ext._private.cluster import (
     current_actor_id, current_availability_zone, current_node_id, get_controller, local_node_ip,
 )
 from ray_serving_ext._private.common import DeploymentID, ReplicaID, Request, RequestMetadata
+from ray_serving_ext._private.constants import RECORD_AUTOSCALING_STATS_TIMEOUT_S
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, StreamedReceive, plain_response_messages, to_response
@@ -442,8 +443,6 @@ class ReplicaActor:
             await emit(pending[:])
 
 
-# Ray Serve's bound on one `record_autoscaling_stats()` call.
-RECORD_AUTOSCALING_STATS_TIMEOUT_S = float(os.environ.get("RAY_SERVE_RECORD_AUTOSCALING_STATS_TIMEOUT_S", "10.0"))
 
 
 def _start_autoscaling_stats(replica: ReplicaActor) -> Optional[asyncio.Task]:
