@@ -26,7 +26,8 @@ from ray_serving_ext._private.config_types import (
 )
 from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext._private.constants import (
-    TRACING_EXPORTER_IMPORT_PATH, TRACING_SAMPLING_RATIO, default_log_encoding,
+    DEFAULT_CONSTRUCTOR_RETRY_COUNT, DEFAULT_ROLLING_UPDATE_PERCENTAGE, TRACING_EXPORTER_IMPORT_PATH,
+    TRACING_SAMPLING_RATIO, default_log_encoding,
 )
 from ray_serving_ext._private.request_router_config import RequestRouterConfig
 from ray_serving_ext._private.scheduling_config import (
@@ -521,6 +522,15 @@ class DeploymentConfig(BaseModel):
     and ``logging_config``. ``request_router_config`` (a :class:`RequestRouterConfig`
     or a dict of its fields) picks the callers' request router; changing it is
     applied in place.
+
+    Rollout options, as in Ray Serve 2.60: a new version replaces at most
+    ``rolling_update_percentage`` (in (0, 1], default 0.2) of the target replicas
+    per step (at least one); with ``max_surge_percent`` (0..100, default 0) that
+    percentage of the target (rounded up) may run as extra new replicas, and old
+    ones stop only once the running count exceeds the target; with 0 old replicas
+    stop before their replacements start. A version is DEPLOY_FAILED after
+    ``min(max_constructor_retry_count, 3 * target replicas)`` constructor
+    failures in a row (default count 20).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -545,6 +555,11 @@ class DeploymentConfig(BaseModel):
 
     logging_config: Optional[LoggingConfig] = None
     request_router_config: RequestRouterConfig = Field(default_factory=RequestRouterConfig)
+    # Rollout and startup-retry options (Ray Serve 2.60's names, defaults and bounds).
+    # The controller alone reads them, so changing one never restarts a replica.
+    max_constructor_retry_count: Int = Field(default=DEFAULT_CONSTRUCTOR_RETRY_COUNT, gt=0)
+    rolling_update_percentage: float = Field(default=DEFAULT_ROLLING_UPDATE_PERCENTAGE, gt=0.0, le=1.0)
+    max_surge_percent: Int = Field(default=0, ge=0, le=100)
 
     @field_validator("ray_actor_options", mode="before")
     @classmethod

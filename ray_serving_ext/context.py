@@ -7,18 +7,41 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ray_serving_ext._private import tracing as _tracing
+from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext.exceptions import RayServeException
+from ray_serving_ext.schema import ReplicaRank
 
 
 @dataclass
 class ReplicaContext:
-    """What `serve.get_replica_context()` returns inside a replica."""
+    """What `serve.get_replica_context()` returns inside a replica (Ray Serve 2.60's shape).
 
-    app_name: str
-    deployment: str
-    replica_tag: str
-    replica_id: str
+    `replica_id` is a `ReplicaID` (`unique_id`, `deployment_id`, `to_full_id_str()`);
+    `app_name`, `deployment` and `replica_tag` (the unique id) are read from it.
+    `rank` (a `ReplicaRank`) and `world_size` are set before the constructor
+    runs, as in Ray Serve 2.60; `world_size` is the deployment's `num_replicas`
+    (with autoscaling, the target replica count when the rank was given). The
+    controller may later renumber a replica to keep ranks dense: `rank` then
+    changes, and a `reconfigure` method with a `rank` parameter is called with
+    the user_config and the new rank.
+    """
+
+    replica_id: ReplicaID
     servable_object: Any = None
+    rank: Optional[ReplicaRank] = None
+    world_size: int = 0
+
+    @property
+    def app_name(self) -> str:
+        return self.replica_id.deployment_id.app_name
+
+    @property
+    def deployment(self) -> str:
+        return self.replica_id.deployment_id.name
+
+    @property
+    def replica_tag(self) -> str:
+        return self.replica_id.unique_id
 
     @property
     def request_id(self) -> Optional[str]:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
+
 # Ray Serve's `schema` module also offers the config-file schemas and the option
 # models they are built from; they are declared once, in config.py and config_file.py.
 from ray_serving_ext.config import (
@@ -36,6 +37,7 @@ __all__ = [
     "ApplicationDetails", "ProxyDetails", "Target", "TargetGroup", "DurationStats", "ControllerHealthMetrics",
     "ServeInstanceDetails", "ScaleDeploymentRequest",
 ]
+__all__.append("ReplicaRank")
 
 
 class ApplicationStatus(str, Enum):
@@ -580,3 +582,17 @@ class TaskProcessorAdapter(ABC):
     async def health_check_async(self) -> List[Dict]:
         """`health_check_sync` without blocking the loop, if the adapter supports it."""
         raise NotImplementedError("Subclass must implement health_check_async function")
+
+class ReplicaRank(BaseModel):
+    """Where one replica stands among its deployment's replicas (Ray Serve 2.60's model).
+
+    The controller keeps each number dense: ``rank`` is 0..N-1 over the
+    deployment's N replicas, ``node_rank`` 0..M-1 over the M nodes hosting them,
+    ``local_rank`` 0..K-1 over the K replicas on the replica's node. A stopped
+    replica's numbers go to the next one started; once the deployment is
+    healthy again, survivors are renumbered (as few as possible) to close gaps.
+    """
+
+    rank: int = Field(description="Global rank of the replica across all nodes scoped to the deployment.")
+    node_rank: int = Field(description="Rank of the node in the deployment.")
+    local_rank: int = Field(description="Rank of the replica on the node scoped to the deployment.")

@@ -56,6 +56,9 @@ STREAM_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_STREAM_WINDOW_BYTES", 2 * 1024 * 1
 INBOUND_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_INBOUND_WINDOW_BYTES", 2 * 1024 * 1024)
 BODY_STREAM_THRESHOLD_BYTES = _env_int("RAY_SERVE_EXT_BODY_STREAM_THRESHOLD_BYTES", 2 * 1024 * 1024)
 
+# Ray Serve's bound on one `record_autoscaling_stats()` call in a replica.
+RECORD_AUTOSCALING_STATS_TIMEOUT_S = _env_float("RAY_SERVE_RECORD_AUTOSCALING_STATS_TIMEOUT_S", 10.0)
+
 # How often the controller's reconcile loop runs.
 CONTROL_LOOP_INTERVAL_S = _env_float("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", 0.1)
 # A long-poll call returns after this long even when nothing changed.
@@ -65,8 +68,12 @@ LONG_POLL_RETRY_S = _env_float("RAY_SERVE_LONG_POLL_RETRY_S", 0.2)
 
 # A replica is replaced after this many consecutive failed health checks.
 HEALTH_CHECK_FAILURE_THRESHOLD = _env_int("RAY_SERVE_HEALTH_CHECK_FAILURE_THRESHOLD", 3)
-# Constructor failures, per deployment version, before DEPLOY_FAILED.
-MAX_CONSTRUCTOR_RETRIES = _env_int("RAY_SERVE_MAX_CONSTRUCTOR_RETRIES", 3)
+# A version is DEPLOY_FAILED after min(max_constructor_retry_count, this * target replicas)
+# constructor failures in a row (Ray Serve's rule and variable).
+MAX_PER_REPLICA_RETRY_COUNT = _env_int("RAY_SERVE_MAX_PER_REPLICA_RETRY_COUNT", 3)
+# Defaults of the deployment options max_constructor_retry_count and rolling_update_percentage.
+DEFAULT_CONSTRUCTOR_RETRY_COUNT = 20
+DEFAULT_ROLLING_UPDATE_PERCENTAGE = 0.2
 # A replica still not placed after this long makes the deployment say why.
 SLOW_STARTUP_WARNING_S = _env_float("RAY_SERVE_SLOW_STARTUP_WARNING_S", 30.0)
 # Proxies are health-checked this often.
@@ -102,6 +109,8 @@ PROXY_PREFER_LOCAL_AZ_ROUTING = _env_str("RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTIN
 # each with `__ray_ready__` this often, gives a check this long, and recreates the
 # actor after this many failed checks in a row (at once when it has died).
 DEPLOYMENT_ACTOR_NAME_PREFIX = "SERVE_DEPLOYMENT_ACTOR::"
+# A deployment actor that fails to start this many times in a row fails its deployment.
+DEPLOYMENT_ACTOR_MAX_START_FAILURES = _env_int("RAY_SERVE_DEPLOYMENT_ACTOR_MAX_START_FAILURES", 3)
 DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S", 2.0)
 DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S = _env_float("RAY_SERVE_DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S", 30.0)
 DEPLOYMENT_ACTOR_HEALTH_CHECK_UNHEALTHY_THRESHOLD = _env_int(

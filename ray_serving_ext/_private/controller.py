@@ -334,6 +334,12 @@ class ServeController:
         state = self._deployments.get(DeploymentID(deployment, app_name))
         if state is not None:
             state.set_routing_stats(replica_id, stats)
+    async def assign_replica_rank(self, app_name: str, deployment: str, replica_id: str,
+                                  node_id: str) -> Optional[Dict[str, Any]]:
+        """A starting replica's rank on `node_id` (ReplicaRank fields plus world_size),
+        asked before its constructor runs; None if the replica is no longer wanted."""
+        state = self._deployments.get(DeploymentID(deployment, app_name))
+        return state.assign_rank(replica_id, node_id) if state is not None else None
 
     async def get_metrics_text(self) -> str:
         return self._metrics.render()

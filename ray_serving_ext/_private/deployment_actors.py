@@ -34,7 +34,7 @@ from ray_serving_ext._private.constants import (
     DEPLOYMENT_ACTOR_HEALTH_CHECK_PERIOD_S,
     DEPLOYMENT_ACTOR_HEALTH_CHECK_TIMEOUT_S,
     DEPLOYMENT_ACTOR_HEALTH_CHECK_UNHEALTHY_THRESHOLD,
-    MAX_CONSTRUCTOR_RETRIES,
+    DEPLOYMENT_ACTOR_MAX_START_FAILURES,
 )
 
 logger = logging.getLogger("ray_serving_ext.controller")
@@ -121,16 +121,16 @@ class DeploymentActors:
 
     def failure(self) -> str:
         """Why the deployment cannot run ('' unless an actor failed to start
-        MAX_CONSTRUCTOR_RETRIES times in a row)."""
+        DEPLOYMENT_ACTOR_MAX_START_FAILURES times in a row)."""
         for entry in self.actors.values():
-            if entry.start_failures >= MAX_CONSTRUCTOR_RETRIES:
+            if entry.start_failures >= DEPLOYMENT_ACTOR_MAX_START_FAILURES:
                 return (f"Deployment actor '{entry.name}' failed to start {entry.start_failures} times in a row. "
                         f"Last error: {entry.last_error}")
         return ""
 
     # ---- internals -------------------------------------------------------------------
     def _try_start(self, entry: _Actor, now: float) -> None:
-        if entry.start_failures >= MAX_CONSTRUCTOR_RETRIES:
+        if entry.start_failures >= DEPLOYMENT_ACTOR_MAX_START_FAILURES:
             return  # given up until the declaration changes
         existing = self._lookup(entry.ray_name)
         if existing is not None and entry.awaiting_release:

@@ -1,10 +1,14 @@
 """Reconciles one deployment's replicas toward its goal: count, code version, config.
 
-A code, constructor-argument or ray_actor_options change is a new version:
-new replicas start and must be RUNNING before old ones drain (rolling update).
-Other option changes are applied in place through `reconfigure` on live
-replicas. Constructors that keep raising stop the rollout with DEPLOY_FAILED
-while the previous version, if any, keeps serving.
+A code, constructor-argument or ray_actor_options change is a new version,
+rolled out as Ray Serve 2.60 does (see `rollout.py`): `rolling_update_percentage`
+of the replicas at a time; with `max_surge_percent` new replicas start first and
+old ones drain once the new ones run, else old ones stop first. Other option
+changes are applied in place through `reconfigure` on live replicas.
+Constructors that keep raising (`max_constructor_retry_count`, at most 3 per
+target replica) stop the rollout with DEPLOY_FAILED; the replicas of the
+previous version still running keep serving. Each replica holds a dense rank
+(`ranks.py`), asked for before its constructor runs.
 """
 
 from __future__ import annotations
@@ -16,21 +20,24 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ray_serving_ext._private import metrics
+from ray_serving_ext._private import metrics, rollout
 from ray_serving_ext._private.autoscaling import AutoscalingState
 from ray_serving_ext._private.build import DeploymentSpec
 from ray_serving_ext._private.cluster import NodeSnapshot
 from ray_serving_ext._private.common import DeploymentID, DeploymentTargetInfo, ReplicaInfo
 from ray_serving_ext._private.constants import (
     HEALTH_CHECK_FAILURE_THRESHOLD,
-    MAX_CONSTRUCTOR_RETRIES,
+    MAX_PER_REPLICA_RETRY_COUNT,
     SLOW_STARTUP_WARNING_S,
 )
 from ray_serving_ext._private.deployment_actors import DeploymentActors
 from ray_serving_ext._private.gang import GangTracker, required_resources, round_up_to_gangs
+from ray_serving_ext._private.ranks import RankAllocator
 from ray_serving_ext._private.replica_record import ReplicaRecord, short_error
 from ray_serving_ext.config import DeploymentConfig
-from ray_serving_ext.schema import DeploymentStatus, DeploymentStatusOverview, DeploymentStatusTrigger, ReplicaState
+from ray_serving_ext.schema import (
+    DeploymentStatus, DeploymentStatusOverview, DeploymentStatusTrigger, ReplicaRank, ReplicaState,
+)
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
@@ -88,6 +95,8 @@ class DeploymentState:
         self.app_autoscaled = False  # its application's autoscaling_policy sets the target instead
         self._gangs = GangTracker(deployment_id)
         self._actors = DeploymentActors(deployment_id)
+        self.ranks = RankAllocator()
+        self._ranked_membership: frozenset = frozenset()  # replicas the ranks were last made dense over
 
     # ---- goal ------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> None:
@@ -106,7 +115,7 @@ class DeploymentState:
         self.target_num_replicas = self._initial_target(new_config)
         bundle_problem = _first_bundle_problem(new_config)
         if bundle_problem:  # the replica could never be placed: say so instead of waiting forever
-            self.failed_starts = MAX_CONSTRUCTOR_RETRIES
+            self.failed_starts = new_config.max_constructor_retry_count
             self.last_error = bundle_problem
         self.status = DeploymentStatus.UPDATING
         self.trigger = DeploymentStatusTrigger.CONFIG_UPDATE_STARTED
@@ -192,6 +201,7 @@ class DeploymentState:
         if self.deleting and not self.replicas:
             self._actors.kill_all()  # only now: draining replicas may still use them
         self._update_status(nodes)
+        self._compact_ranks()
         self._broadcast_if_changed()
         self.export_gauges()
 
@@ -208,7 +218,8 @@ class DeploymentState:
             if meta is None:
                 continue
             if rec.state == ReplicaState.RECOVERING:
-                rec.finish_recovery(meta)
+                if rec.finish_recovery(meta) and meta.get("rank"):
+                    self.ranks.recover(rec.replica_id, rec.node_id, ReplicaRank(**meta["rank"]))
             else:
                 rec.mark_running()
                 if rec.version_key == self.version_key:
@@ -281,6 +292,7 @@ class DeploymentState:
         for rec in self._records(ReplicaState.STOPPING):
             if rec.poll_stopped():
                 del self.replicas[rec.replica_id]
+                self.ranks.release(rec.replica_id)  # only now: a draining replica keeps its rank
                 try:
                     metrics.REPLICA_HEALTHY.remove(self.id.name, rec.replica_id, self.id.app_name)
                 except KeyError:
@@ -296,8 +308,12 @@ class DeploymentState:
             metrics.AUTOSCALING_LOAD.labels(self.id.name, self.id.app_name).set(self.autoscaling.last_total)
 
     # ---- scaling and rollout ----------------------------------------------------------
+    def _failure_threshold(self) -> int:
+        """Constructor failures in a row that fail the version (Ray Serve's rule)."""
+        return min(self.config.max_constructor_retry_count, self.target_num_replicas * MAX_PER_REPLICA_RETRY_COUNT)
+
     def _deploy_failed(self) -> bool:
-        return self.failed_starts >= MAX_CONSTRUCTOR_RETRIES
+        return self.target_num_replicas > 0 and self.failed_starts >= self._failure_threshold()
 
     def _node_for_new_replica(self, nodes: NodeSnapshot) -> Optional[str]:
         """With max_replicas_per_node: the node with fewest of our replicas that can host one more."""
@@ -335,6 +351,7 @@ class DeploymentState:
             rec.node_id = node_id
 
     def _scale(self, nodes: NodeSnapshot) -> None:
+        """Start, stop and reconfigure replicas toward the target, a rollout step at a time."""
         if self._records(ReplicaState.RECOVERING):
             return  # a restarted controller first learns what the live replicas run
         if self.config.gang_scheduling_config is not None:
@@ -343,21 +360,35 @@ class DeploymentState:
         active = self._records(*ACTIVE)
         current = [r for r in active if r.version_key == self.version_key]
         old = [r for r in active if r.version_key != self.version_key]
-        target = self.target_num_replicas
-        if not self.deleting and not self._deploy_failed() and self._actors.all_ready():
-            for _ in range(target - len(current)):
-                self._start_replica(nodes)
-        if len(current) > target:
-            order = sorted(current, key=lambda r: (r.state == ReplicaState.RUNNING, r.start_time))
-            for rec in order[: len(current) - target]:
-                rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
-        running_new = len([r for r in current if r.state == ReplicaState.RUNNING])
-        keep_old = target if self._deploy_failed() and not self.deleting else max(0, target - running_new)
-        if len(old) > keep_old:
-            order = sorted(old, key=lambda r: (r.state == ReplicaState.RUNNING, -r.start_time))
-            for rec in order[: len(old) - keep_old]:
-                rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
+        target, failed = self.target_num_replicas, self._deploy_failed()
+        batch = rollout.rollout_size(self.config.rolling_update_percentage, target)
+        surge = rollout.surge_allowance(self.config.max_surge_percent, target)
+        stopped: List[ReplicaRecord] = []
+        if old and target > 0 and surge == 0 and not failed:
+            old_stopping = sum(r.version_key != self.version_key for r in self._records(ReplicaState.STOPPING))
+            stopped = rollout.stop_first_old_to_stop(target, current, old, old_stopping, batch)
+            if rollout.leaves_none_serving(current, old, stopped):
+                # Ray Serve would stop the last serving replicas before their replacements
+                # start; here the replacement starts first (a surge of one), so a new version
+                # that fails to start never leaves the deployment with nothing serving.
+                surge, stopped = 1, []
+        can_start = not failed and not self.deleting and self._actors.all_ready()
+        if old and target > 0 and surge > 0:
+            to_start = rollout.surge_to_start(target, current, old, surge) if can_start else 0
+            self._stop_all(rollout.surge_old_to_stop(target, current, old, batch, failed))
+        else:
+            self._stop_all(stopped)
+            old = [r for r in old if r not in stopped]
+            delta = target - len(current) - len(old)
+            to_start = max(delta, 0) if can_start else 0
+            self._stop_all(rollout.excess_to_stop(current, old, -delta))
+        for _ in range(to_start):
+            self._start_replica(nodes)
         self._reconfigure_in_place(current)
+
+    def _stop_all(self, records: List[ReplicaRecord]) -> None:
+        for rec in records:
+            rec.stop(graceful=True, timeout_s=self.config.graceful_shutdown_timeout_s)
 
     # ---- deployment-scoped actors (see deployment_actors.py) --------------------------------
     def _update_deployment_actors(self) -> None:
@@ -367,7 +398,7 @@ class DeploymentState:
         self._actors.update()
         problem = self._actors.failure()
         if problem:
-            self.failed_starts = max(self.failed_starts, MAX_CONSTRUCTOR_RETRIES)
+            self.failed_starts = max(self.failed_starts, self._failure_threshold())
             self.last_error = problem
 
     # ---- gangs (see gang.py) -------------------------------------------------------------
@@ -411,6 +442,41 @@ class DeploymentState:
         for rec in current:
             if rec.state == ReplicaState.RUNNING and rec.config != wanted:
                 rec.reconfigure(wanted)
+
+    # ---- ranks -----------------------------------------------------------------------
+    def rank_payload(self, replica_id: str) -> Optional[Dict[str, Any]]:
+        """What a replica is told of its place: its rank's fields plus `world_size`
+        (the target replica count); None if it holds no rank."""
+        rank = self.ranks.get(replica_id)
+        if rank is None:
+            return None
+        return {**rank.model_dump(), "world_size": self.target_num_replicas}
+
+    def assign_rank(self, replica_id: str, node_id: str) -> Optional[Dict[str, Any]]:
+        """The rank of a starting replica on `node_id` (the same one if asked again);
+        None if this deployment no longer wants that replica."""
+        rec = self.replicas.get(replica_id)
+        if rec is None or rec.state not in ACTIVE:
+            return None
+        self.ranks.assign(replica_id, node_id)
+        return self.rank_payload(replica_id)
+
+    def _compact_ranks(self) -> None:
+        """Once the deployment is settled with every replica running, renumber to close
+        the gaps stopped replicas left. Each renumbered replica is told at once; it keeps
+        serving meanwhile (no UPDATING state), as its rank is not part of its config."""
+        if self.status != DeploymentStatus.HEALTHY or self.deleting:
+            return
+        if any(r.state != ReplicaState.RUNNING for r in self.replicas.values()):
+            return
+        membership = frozenset(self.replicas)
+        if membership == self._ranked_membership:
+            return
+        self._ranked_membership = membership
+        ordered = sorted(self.replicas.values(), key=lambda r: r.start_time)  # elders keep theirs first
+        for replica_id in self.ranks.compact([r.replica_id for r in ordered]):
+            logger.info("Replica %s of %s now has rank %s.", replica_id, self.id, self.ranks.get(replica_id))
+            self.replicas[replica_id].send_rank(self.rank_payload(replica_id))
 
     # ---- status ----------------------------------------------------------------------
     def _update_status(self, nodes: NodeSnapshot) -> None:
@@ -533,7 +599,7 @@ class DeploymentState:
     def replica_details(self) -> List[Dict[str, Any]]:
         return [
             {"replica_id": r.replica_id, "state": r.state.value, "pid": r.pid, "node_id": r.node_id,
-             "actor_name": r.actor_name, "version": r.version_key}
+             "actor_name": r.actor_name, "version": r.version_key, "rank": self.rank_payload(r.replica_id)}
             for r in self.replicas.values()
         ]
 

@@ -26,7 +26,8 @@ from ray_serving_ext._private import metrics, ray_metrics_bridge, tracing, trans
 from ray_serving_ext._private.cluster import (
     current_actor_id, current_availability_zone, current_node_id, get_controller, local_node_ip,
 )
-from ray_serving_ext._private.common import Request, RequestMetadata
+from ray_serving_ext._private.common import DeploymentID, ReplicaID, Request, RequestMetadata
+from ray_serving_ext._private.constants import RECORD_AUTOSCALING_STATS_TIMEOUT_S
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, StreamedReceive, plain_response_messages, to_response
@@ -41,8 +42,12 @@ from ray_serving_ext.config import DeploymentConfig
 from ray_serving_ext.context import (
     ReplicaContext, RequestContext, _request_context, _set_replica_context, _set_request_context,
 )
+from ray_serving_ext.schema import ReplicaRank
 
 logger = logging.getLogger("ray_serving_ext.replica")
+
+# Bound on asking the controller for this replica's rank before the constructor runs.
+_RANK_REQUEST_TIMEOUT_S = 60.0
 
 
 class ReplicaActor:
@@ -76,7 +81,8 @@ class ReplicaActor:
         self._port: Optional[int] = None
         self._server: Any = None
         self._loop = get_router_loop()
-        self._context = ReplicaContext(app_name, deployment_name, replica_id, replica_id)
+        self._context = ReplicaContext(ReplicaID(replica_id, DeploymentID(deployment_name, app_name)))
+        self._rank_world_size = 0  # world_size the controller sent with the rank (used when autoscaling)
         _set_replica_context(self._context)
         ray_metrics_bridge.install()  # ray.util.metrics recorded by user code show up at /-/metrics too
         logging_config = self._config.logging_config
@@ -113,6 +119,7 @@ class ReplicaActor:
             "token": self._token,
             "model_ids": list(self._model_ids),
             "availability_zone": current_availability_zone(),
+            "rank": self._context.rank.model_dump() if self._context.rank is not None else None,
         }
 
     async def initialize_and_get_metadata(self) -> Dict[str, Any]:
@@ -123,10 +130,11 @@ class ReplicaActor:
         return self._metadata()
 
     async def _initialize(self) -> None:
+        await self._request_rank()
         # Unpickling code and arguments (which may be large) runs off the loop; the constructor then runs on it.
         user = await asyncio.get_running_loop().run_in_executor(
             None, UserCallable, self._serialized_def, self._serialized_init_args, self._config.max_ongoing_requests)
-        await user.initialize(self._config.user_config)
+        await user.initialize(self._config.user_config, self._context.rank)
         self._user = user
         self._context.servable_object = user.instance
         # Before the first request can arrive: spans need the tracer in place.
@@ -143,6 +151,38 @@ class ReplicaActor:
         self._stats_task = _start_autoscaling_stats(self)
         self._routing_stats_task = start_routing_stats(self)
         logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
+
+    async def _request_rank(self) -> None:
+        """Take this replica's rank from the controller (it numbers replicas by node)."""
+        ref = get_controller().assign_replica_rank.remote(
+            self._app_name, self._deployment_name, self._replica_id, current_node_id())
+        payload = await asyncio.wait_for(ref, _RANK_REQUEST_TIMEOUT_S)
+        if payload is None:
+            raise RuntimeError(f"Replica {self._replica_id} is no longer part of its deployment.")
+        self._set_rank(payload)
+
+    def _set_rank(self, payload: Dict[str, Any]) -> None:
+        """Put a rank from the controller (ReplicaRank fields plus world_size) in the context."""
+        self._context.rank = ReplicaRank.model_validate(payload)
+        self._rank_world_size = int(payload.get("world_size") or 0)
+        self._refresh_world_size()
+
+    def _refresh_world_size(self) -> None:
+        # num_replicas when fixed; with autoscaling the controller's target when the rank came.
+        fixed = self._config.num_replicas
+        self._context.world_size = fixed if fixed is not None else self._rank_world_size
+
+    async def update_rank(self, payload: Dict[str, Any]) -> None:
+        """A new rank from the controller: into the context, then to the user's
+        `reconfigure(user_config, rank=...)` if it takes one (what it raises is logged)."""
+        old = self._context.rank
+        self._set_rank(payload)
+        if self._user is None or self._context.rank == old or not self._user.reconfigure_takes_rank():
+            return
+        try:
+            await self._on_loop(self._user.reconfigure(self._config.user_config, self._context.rank))
+        except Exception:
+            logger.exception("reconfigure() raised for the new rank %s.", self._context.rank)
 
     def _models_changed(self, model_ids: List[str]) -> None:
         """Tell the controller which multiplexed models this replica holds (routing prefers it)."""
@@ -163,9 +203,10 @@ class ReplicaActor:
         new = DeploymentConfig.model_validate(config)
         old = self._config
         self._config = new
+        self._refresh_world_size()
         self._loop.call_soon_threadsafe(self._get_limiter().set_capacity, new.max_ongoing_requests)
         if self._user is not None and new.user_config != old.user_config:
-            await self._on_loop(self._user.reconfigure(new.user_config))
+            await self._on_loop(self._user.reconfigure(new.user_config, self._context.rank))
         return self._metadata()
 
     async def check_health(self) -> None:
@@ -413,8 +454,6 @@ class ReplicaActor:
             await emit(pending[:])
 
 
-# Ray Serve's bound on one `record_autoscaling_stats()` call.
-RECORD_AUTOSCALING_STATS_TIMEOUT_S = float(os.environ.get("RAY_SERVE_RECORD_AUTOSCALING_STATS_TIMEOUT_S", "10.0"))
 
 
 def _start_autoscaling_stats(replica: ReplicaActor) -> Optional[asyncio.Task]:

@@ -161,6 +161,15 @@ class ReplicaRecord:
         self.state = ReplicaState.UPDATING
         self.pending_ref = PendingCall(self.actor.reconfigure.remote(config))
 
+    def send_rank(self, rank: Optional[Dict[str, Any]]) -> None:
+        """Tell the replica its new rank (fields of ReplicaRank plus world_size).
+
+        Not awaited: the replica takes the rank into its context before running
+        the user's `reconfigure(..., rank=...)`, and logs what that raises.
+        """
+        if self.actor is not None and rank is not None:
+            self.actor.update_rank.remote(rank)
+
     # ---- health ----------------------------------------------------------------------
     def poll_liveness(self) -> Optional[str]:
         """A reason when the replica actor has died, else None (keeps a probe in flight)."""

@@ -62,8 +62,9 @@ class UserCallable:
             result = await result
         return result
 
-    async def initialize(self, user_config: Any) -> None:
-        """Run the constructor (for classes) and the first reconfigure().
+    async def initialize(self, user_config: Any, rank: Any = None) -> None:
+        """Run the constructor (for classes) and the first reconfigure() (when there is
+        a user_config, or `reconfigure` takes the replica's `rank`).
 
         As in Ray Serve, the constructor, sync or async, runs on the serving
         loop (the caller's running loop): `asyncio.get_running_loop()`,
@@ -84,8 +85,8 @@ class UserCallable:
             await self._build_asgi_app()
             if self.asgi_app is not None:
                 await self._start_lifespan()
-        if user_config is not None:
-            await self.reconfigure(user_config)
+        if user_config is not None or self.reconfigure_takes_rank():
+            await self.reconfigure(user_config, rank)
         # A task consumer starts consuming once fully set up (user_config applied); off the
         # loop, since connecting to the broker may block.
         if is_task_consumer(self.instance):
@@ -125,13 +126,23 @@ class UserCallable:
         self._lifespan = lifespan_context(self.asgi_app)
         await self._lifespan.__aenter__()
 
-    async def reconfigure(self, user_config: Any) -> None:
+    def reconfigure_takes_rank(self) -> bool:
+        """Whether the user's `reconfigure` has a `rank` parameter (then it hears rank changes)."""
+        fn = getattr(self.instance, "reconfigure", None) if self.instance is not None else None
+        try:
+            return fn is not None and "rank" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return False
+
+    async def reconfigure(self, user_config: Any, rank: Any = None) -> None:
+        """Call the user's `reconfigure(user_config)`, adding `rank=` if it takes one."""
         fn = getattr(self.instance, "reconfigure", None) if self.instance is not None else None
         if fn is None:
             if user_config is not None and not self.is_function:
                 raise ValueError("user_config was given but the deployment class has no reconfigure() method.")
             return
-        await self.call_maybe_async(fn, user_config, control=True)
+        kwargs = {"rank": rank} if self.reconfigure_takes_rank() else {}
+        await self.call_maybe_async(fn, user_config, control=True, **kwargs)
 
     async def check_health(self) -> None:
         fn = getattr(self.instance, "check_health", None) if self.instance is not None else None

@@ -58,7 +58,7 @@ class Shared:
                 serve.get_deployment_actor("nope")
             except ValueError:
                 return {"undeclared": "ValueError"}
-        return {"value": await counter.incr.remote(), "replica": serve.get_replica_context().replica_id,
+        return {"value": await counter.incr.remote(), "replica": serve.get_replica_context().replica_id.unique_id,
                 "seen_at_start": self.seen_at_start}
 
 

@@ -29,7 +29,7 @@ TIMEOUT = 30
 class Member:
     def __call__(self, request: Any = None) -> dict[str, str]:
         group = ray.util.get_current_placement_group()
-        return {"replica": serve.get_replica_context().replica_id, "group": group.id.hex() if group else ""}
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "group": group.id.hex() if group else ""}
 
 
 def _gang_groups(app: str, deployment: str, state: str = "CREATED") -> dict[str, dict[str, Any]]:
@@ -109,7 +109,7 @@ def test_a_dead_member_restarts_its_whole_gang(serve_url):
 )
 class Labelled:
     def __call__(self) -> str:
-        return serve.get_replica_context().replica_id
+        return serve.get_replica_context().replica_id.unique_id
 
 
 def test_gang_of_bundled_replicas_with_label_selector(serve_url):

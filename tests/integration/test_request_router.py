@@ -64,7 +64,7 @@ class HeaderPinRouter(RequestRouter):
 )
 class WhoAmI:
     async def __call__(self, request=None) -> str:
-        return serve.get_replica_context().replica_id
+        return serve.get_replica_context().replica_id.unique_id
 
 
 def test_a_header_pins_requests_to_one_replica_on_http_and_handles(serve_url):
@@ -114,10 +114,10 @@ class ReportsStats:
 
     async def record_routing_stats(self) -> dict:
         self.calls += 1
-        return {"replica": serve.get_replica_context().replica_id, "calls": self.calls}
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "calls": self.calls}
 
     async def __call__(self, seen_by_router: dict | None = None) -> dict:
-        return {"me": serve.get_replica_context().replica_id, "seen": seen_by_router}
+        return {"me": serve.get_replica_context().replica_id.unique_id, "seen": seen_by_router}
 
 
 def test_record_routing_stats_reach_the_router(serve_url):
@@ -169,7 +169,7 @@ class MixedServer:
         model_id = serve.get_multiplexed_model_id()
         model = await self.get_model(model_id) if model_id else None
         await asyncio.sleep(hold_s)
-        return {"me": serve.get_replica_context().replica_id, "model": model, "ranks": report_rank,
+        return {"me": serve.get_replica_context().replica_id.unique_id, "model": model, "ranks": report_rank,
                 "started": list(self.started)}
 
 

@@ -17,7 +17,7 @@ from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication, DeploymentSpec
 from ray_serving_ext._private.cluster import NodeInfo, NodeSnapshot
 from ray_serving_ext._private.common import DeploymentID
-from ray_serving_ext._private.constants import MAX_CONSTRUCTOR_RETRIES
+from ray_serving_ext._private.constants import MAX_PER_REPLICA_RETRY_COUNT
 from ray_serving_ext._private.deployment_state import DeploymentState, DeploymentStateManager
 from ray_serving_ext._private.replica_record import ReplicaRecord
 from ray_serving_ext.exceptions import RayServeException
@@ -165,7 +165,8 @@ def test_rolling_update_keeps_target_running() -> None:
     old = h.in_state(ReplicaState.RUNNING)
     assert len(old) == 2
 
-    h.state.deploy(spec("v2", num_replicas=2))
+    # Surge by the whole target, replacing it all in one step: old replicas drain only as new ones run.
+    h.state.deploy(spec("v2", num_replicas=2, max_surge_percent=100, rolling_update_percentage=1.0))
     for _ in range(2):
         h.tick()
         assert h.running() >= 2  # never below target while new ones start
@@ -198,15 +199,15 @@ def test_failing_constructor_is_deploy_failed_and_old_version_keeps_serving() ->
     h.tick()
     (old,) = h.in_state(ReplicaState.RUNNING)
 
-    h.state.deploy(spec("v2"))
+    h.state.deploy(spec("v2", max_surge_percent=100))  # the old replica serves until a new one runs
     attempts = 0
-    for _ in range(4 * MAX_CONSTRUCTOR_RETRIES):
+    for _ in range(4 * MAX_PER_REPLICA_RETRY_COUNT):
         h.tick()
         if h.state.status == DeploymentStatus.DEPLOY_FAILED:
             break
         attempts += h.finish_starts(error=RuntimeError("boom in __init__"))
     assert h.state.status == DeploymentStatus.DEPLOY_FAILED
-    assert attempts == MAX_CONSTRUCTOR_RETRIES
+    assert attempts == MAX_PER_REPLICA_RETRY_COUNT
     assert h.state.trigger == DeploymentStatusTrigger.REPLICA_STARTUP_FAILED
     assert "boom in __init__" in h.state.message
     h.tick(3)

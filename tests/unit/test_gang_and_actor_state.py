@@ -10,7 +10,7 @@ import ray.exceptions
 from ray import cloudpickle
 
 from ray_serving_ext._private.build import DeploymentSpec
-from ray_serving_ext._private.constants import MAX_CONSTRUCTOR_RETRIES
+from ray_serving_ext._private.constants import DEPLOYMENT_ACTOR_MAX_START_FAILURES
 from ray_serving_ext._private.deployment_actors import DeploymentActors
 from ray_serving_ext._private.deployment_state import DeploymentState
 from ray_serving_ext._private.gang import GangTracker, round_up_to_gangs
@@ -153,7 +153,7 @@ def test_deleting_stops_every_gang_and_releases_the_groups() -> None:
 def test_failed_member_start_counts_and_leaves_no_group() -> None:
     h = Harness()
     h.state.deploy(gang_spec(num_replicas=2))
-    for _ in range(MAX_CONSTRUCTOR_RETRIES):
+    for _ in range(DEPLOYMENT_ACTOR_MAX_START_FAILURES):
         h.tick()
         h.finish_starts(error=RuntimeError("boom"))
         h.tick(2)
@@ -237,7 +237,7 @@ def test_a_dead_actor_is_recreated_once_its_name_is_free() -> None:
 def test_actor_that_keeps_failing_to_start_fails_the_deployment() -> None:
     h, fakes = actor_harness()
     h.state.deploy(actor_spec())
-    for _ in range(MAX_CONSTRUCTOR_RETRIES):
+    for _ in range(DEPLOYMENT_ACTOR_MAX_START_FAILURES):
         h.tick()
         name = fakes.started[-1][0]
         ready(fakes.live[name], ray.exceptions.RayActorError())

@@ -54,6 +54,9 @@ SAMPLES = {
     "logging_config": {"log_level": "DEBUG"},
     "request_router_config": {"request_router_class": "my_pkg.routers:HeaderRouter",
                               "request_routing_stats_period_s": 2.0},
+    "max_constructor_retry_count": 5,
+    "rolling_update_percentage": 0.5,
+    "max_surge_percent": 25,
 }
 
 
