@@ -40,6 +40,7 @@ class ServeInstance:
     def __init__(self) -> None:
         self.options: dict | None = None
         self.url = ""
+        self.admin_url = ""  # the controller's admin HTTP API (on a free loopback port)
 
     def ensure(self, **http_options) -> str:
         wanted = {"host": "127.0.0.1", **http_options}
@@ -47,10 +48,12 @@ class ServeInstance:
             return self.url
         if self.options is not None:
             serve.shutdown()
-        port = free_port()
-        serve.start(http_options={**wanted, "port": port})
+        port, admin_port = free_port(), free_port()
+        serve.start(http_options={**wanted, "port": port},
+                    controller_options={"runtime_env": {"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": str(admin_port)}}})
         self.options = {**wanted, "port": port}
         self.url = f"http://127.0.0.1:{port}"
+        self.admin_url = f"http://127.0.0.1:{admin_port}"
         return self.url
 
 

@@ -7,33 +7,21 @@ import requests
 
 import ray_serving_ext as serve
 from tests.integration.policy_apps import Fixed
-from tests.utils import free_port, wait_for_condition
+from tests.utils import wait_for_condition
 
 TIMEOUT = 60
 
 
-@pytest.fixture(scope="module")
-def admin_instance(serve_instance):
-    """A Serve instance whose controller serves the admin API on a free loopback port (one per module)."""
-    serve_instance.ensure()
-    serve.shutdown()
-    http_port, admin_port = free_port(), free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port},
-                controller_options={"runtime_env": {"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": str(admin_port)}}})
-    serve_instance.options = {"host": "127.0.0.1", "port": http_port}
-    serve_instance.url = f"http://127.0.0.1:{http_port}"
-    url = f"http://127.0.0.1:{admin_port}"
-    wait_for_condition(lambda: requests.get(f"{url}/api/serve/applications/", timeout=5).ok, timeout=TIMEOUT)
-    yield url
-    serve.shutdown()  # the next module's fixture starts the default instance again
-    serve_instance.options = None
-
-
 @pytest.fixture
-def admin_url(admin_instance):
-    yield admin_instance
-    for name in list(serve.status().applications):
-        serve.delete(name)
+def admin_url(serve_url, serve_instance):
+    """The shared instance's admin API (the conftest starts its instances with one)."""
+    if not serve_instance.admin_url:  # another module started the instance without it
+        serve.shutdown()
+        serve_instance.options = None
+        serve_instance.ensure()
+    url = serve_instance.admin_url
+    wait_for_condition(lambda: requests.get(f"{url}/api/serve/applications/", timeout=5).ok, timeout=TIMEOUT)
+    return url
 
 
 def _scale(url: str, app: str, deployment: str, body) -> requests.Response:

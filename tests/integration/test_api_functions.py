@@ -75,6 +75,7 @@ def _restart(serve_instance, **start_kwargs) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port}, **start_kwargs)
     serve_instance.options = {"host": "127.0.0.1", "port": port}
     serve_instance.url = f"http://127.0.0.1:{port}"
+    serve_instance.admin_url = ""  # started without the admin API
 
 
 def test_shutdown_async_from_a_running_loop_then_controller_options(serve_instance):

@@ -72,6 +72,12 @@ class _Sampler:
     def now_above_base(self) -> Dict[str, int]:
         return {name: _rss(pid) - self.base[name] for name, pid in self.pids.items()}
 
+    def report(self, what: str, **figures: object) -> None:
+        """One line of the measured figures (shown with `pytest -s`)."""
+        growth = ", ".join(f"{k} +{v / MIB:.1f} MiB" for k, v in self.growth().items())
+        extra = ", ".join(f"{k}={v}" for k, v in figures.items())
+        print(f"[flow] {what}: peak growth {growth}; {extra}")
+
     def assert_bounded(self) -> None:
         growth = self.growth()
         assert all(g < GROWTH_LIMIT for g in growth.values()), {k: f"{v / MIB:.1f} MiB" for k, v in growth.items()}
@@ -96,6 +102,7 @@ def test_a_slow_http_reader_holds_the_stream_back(serve_url):
         # What left the replica is in its window, the proxy's queue, or the kernel's
         # socket buffers toward the client (at most tcp_wmem's maximum).
         kernel_chunks = _tcp_wmem_max() // MIB + 1
+        sampler.report("slow HTTP reader", produced_mib=produced, read_mib=0)
         assert produced <= WINDOW_CHUNKS + kernel_chunks + 2, produced
         sampler.assert_bounded()
     finally:
@@ -119,6 +126,7 @@ def test_a_slow_handle_stream_consumer_holds_the_generator_back(serve_url):
         assert produced - consumed <= WINDOW_CHUNKS + 2, (produced, consumed)
         if consumed == 30:
             break
+    sampler.report("slow handle consumer", produced_mib=produced, consumed_mib=consumed)
     sampler.assert_bounded()
     gen.cancel()
     wait_for_condition(lambda: handle.stats.remote().result(timeout_s=30)["closed"], timeout=30,
@@ -149,6 +157,7 @@ def test_a_websocket_client_that_reads_nothing(serve_url):
         sampler.hold(HOLD_S)
         produced = requests.get(f"{serve_url}/ws/stats", timeout=30).json()["produced"]
         kernel_chunks = _tcp_wmem_max() // MIB + 1
+        sampler.report("WebSocket client reading nothing", sent_mib=produced, read_mib=0)
         assert produced <= WINDOW_CHUNKS + kernel_chunks + 2, produced
         sampler.assert_bounded()
     finally:
@@ -176,6 +185,7 @@ def test_a_large_upload_to_a_slow_reader(serve_url):
         time.sleep(0.1)
     thread.join(timeout=1)
     assert result and result[0].status_code == 200 and result[0].text == str(total)
+    sampler.report("200 MiB upload to a slow reader", uploaded_mib=total // MIB)
     sampler.assert_bounded()
 
 
