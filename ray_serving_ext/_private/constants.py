@@ -52,6 +52,12 @@ CONFIG_BUILD_TIMEOUT_S = _env_float("RAY_SERVE_CONFIG_BUILD_TIMEOUT_S", 600.0)
 # (a streamed request body, a WebSocket client's messages) at most INBOUND_WINDOW_BYTES
 # not yet read by the replica. A request body larger than BODY_STREAM_THRESHOLD_BYTES
 # is streamed to the replica under that window instead of read whole by the proxy.
+# The data-path port: a connection must send HELLO (at most HELLO_MAX_BYTES) within
+# HELLO_TIMEOUT_S or it is closed before anything else is read; after that, a frame
+# may be at most MAX_FRAME_BYTES (a handle call's pickled arguments, one body chunk).
+HELLO_MAX_BYTES = 1024
+HELLO_TIMEOUT_S = _env_float("RAY_SERVE_EXT_HELLO_TIMEOUT_S", 5.0)
+MAX_FRAME_BYTES = _env_int("RAY_SERVE_EXT_MAX_FRAME_BYTES", 1024 * 1024 * 1024)
 STREAM_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_STREAM_WINDOW_BYTES", 2 * 1024 * 1024)
 INBOUND_WINDOW_BYTES = _env_int("RAY_SERVE_EXT_INBOUND_WINDOW_BYTES", 2 * 1024 * 1024)
 BODY_STREAM_THRESHOLD_BYTES = _env_int("RAY_SERVE_EXT_BODY_STREAM_THRESHOLD_BYTES", 2 * 1024 * 1024)

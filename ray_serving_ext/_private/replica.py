@@ -140,7 +140,7 @@ class ReplicaActor:
         # Before the first request can arrive: spans need the tracer in place.
         tracing.setup_tracing("replica", f"{self._app_name}_{self._deployment_name}_{self._replica_id}",
                               await get_controller().get_tracing_config.remote())
-        self._server, self._port = await transport.start_server(self._token, self._handle_transport)
+        self._server, self._port = await transport.start_server(self._token, self._handle_transport, local_node_ip())
         set_models_listener(self._models_changed)
         gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
         pusher = metrics.get_pusher(asyncio.get_running_loop(), get_controller)

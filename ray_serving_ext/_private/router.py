@@ -227,7 +227,8 @@ class Router:
             return conn
         pending = self._connecting.get(rid)
         if pending is None:
-            host = "127.0.0.1" if replica.node_ip in ("", local_node_ip()) else replica.node_ip
+            # Replicas listen on their node's IP only (a local one is reached through loopback routing).
+            host = replica.node_ip or local_node_ip()
             pending = asyncio.ensure_future(
                 transport.ReplicaConnection.open(host, replica.port, replica.token, rid)
             )

@@ -11,9 +11,11 @@ Frame types and payloads (request ids are the caller's, counted from 1 per
 connection; HELLO uses 0):
 
     caller -> replica
-      HELLO    the replica's token (utf-8); must be the first frame, else the
-               replica closes the connection: the port runs no code for anyone
-               who cannot read the token from the controller
+      HELLO    the replica's token (utf-8); must be the first frame, at most
+               HELLO_MAX_BYTES long and within HELLO_TIMEOUT_S, else the replica
+               closes the connection having buffered at most that much: the port
+               runs no code, and holds no memory, for anyone who cannot read the
+               token from the controller. Later frames may be MAX_FRAME_BYTES.
       REQUEST  a pickled `Request.to_wire()` tuple (common.Request)
       INBOUND  a pickled message for a running request: a WebSocket client's,
                or an `http.request` chunk of a streamed HTTP body
@@ -65,7 +67,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ray import cloudpickle
 
 from ray_serving_ext._private.common import HTTP, STREAM, UNARY, WEBSOCKET, Request
-from ray_serving_ext._private.constants import INBOUND_WINDOW_BYTES, STREAM_WINDOW_BYTES
+from ray_serving_ext._private.constants import (
+    HELLO_MAX_BYTES, HELLO_TIMEOUT_S, INBOUND_WINDOW_BYTES, MAX_FRAME_BYTES, STREAM_WINDOW_BYTES,
+)
 
 logger = logging.getLogger("ray_serving_ext.transport")
 
@@ -539,11 +543,15 @@ class ServerStream:
 class ReplicaServerProtocol(asyncio.Protocol):
     """Replica end of one caller's connection."""
 
-    def __init__(self, token: str, handler: Handler) -> None:
+    def __init__(self, token: str, handler: Handler, max_frame: int = MAX_FRAME_BYTES,
+                 hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
         self._token = token.encode()
         self._handler = handler
         self._authed = False
-        self._reader = FrameReader()
+        self._max_frame = max_frame
+        self._hello_timeout_s = hello_timeout_s
+        self._hello_timer: Optional[asyncio.TimerHandle] = None
+        self._reader = FrameReader(max_frame=HELLO_MAX_BYTES)  # until HELLO: nothing bigger is buffered
         self._tasks: Dict[int, asyncio.Task] = {}
         self._streams: Dict[int, ServerStream] = {}
         self._transport: Optional[asyncio.Transport] = None
@@ -554,6 +562,12 @@ class ReplicaServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         _set_nodelay(transport)
+        self._hello_timer = asyncio.get_running_loop().call_later(self._hello_timeout_s, self._hello_overdue)
+
+    def _hello_overdue(self) -> None:
+        if not self._authed and self._transport is not None:
+            logger.warning("Closing a connection that sent no HELLO within %.1fs.", self._hello_timeout_s)
+            self._transport.close()
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -583,6 +597,9 @@ class ReplicaServerProtocol(asyncio.Protocol):
             if not self._authed:
                 if ftype == HELLO and hmac.compare_digest(payload, self._token):
                     self._authed = True
+                    self._reader.max_frame = self._max_frame
+                    if self._hello_timer is not None:
+                        self._hello_timer.cancel()
                     continue
                 logger.warning("Rejected a connection that did not authenticate.")
                 if self._transport is not None:
@@ -626,6 +643,8 @@ class ReplicaServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         # The caller is gone (proxy restarted, client process exited): stop its work.
         self.lost = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
         for task in list(self._tasks.values()):
             task.cancel()
         self._transport = None
@@ -640,8 +659,9 @@ class ReplicaServerProtocol(asyncio.Protocol):
             self._transport.writelines(frames)
 
 
-async def start_server(token: str, handler: Handler, host: str = "0.0.0.0") -> Tuple[asyncio.AbstractServer, int]:
-    """Listen on a free port; returns the server and the port."""
+async def start_server(token: str, handler: Handler, host: str) -> Tuple[asyncio.AbstractServer, int]:
+    """Listen on a free port of `host` (the node's IP: callers on other nodes must reach it,
+    and nothing else is exposed); returns the server and the port."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: ReplicaServerProtocol(token, handler), host, 0, reuse_address=True)
     port = server.sockets[0].getsockname()[1]

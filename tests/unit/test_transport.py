@@ -262,3 +262,92 @@ def test_inbound_messages_wait_for_the_replicas_credit():
             server.close()
 
     asyncio.run(main())
+
+
+# ---- the port before HELLO ----------------------------------------------------------------
+def _raw_peer(port: int):
+    import socket as _socket
+    sock = _socket.create_connection(("127.0.0.1", port), timeout=5)
+    return sock
+
+
+def _closed(sock, timeout: float = 5.0) -> bool:
+    """Whether the replica closed the connection (EOF or reset) within `timeout`."""
+    import socket as _socket
+    import time as _time
+    sock.settimeout(0.2)
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        try:
+            if sock.recv(1024) == b"":
+                return True
+        except _socket.timeout:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def _serve_in_thread(**protocol_options):
+    """A replica server on its own loop thread (the test talks to it with blocking sockets)."""
+    import threading
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    box = {}
+
+    async def start():
+        box["server"] = await loop.create_server(
+            lambda: transport.ReplicaServerProtocol("secret", _echo_handler, **protocol_options), "127.0.0.1", 0)
+        box["port"] = box["server"].sockets[0].getsockname()[1]
+        started.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    assert started.wait(5)
+    return loop, box["port"]
+
+
+def test_a_huge_header_before_hello_is_refused_without_buffering():
+    loop, port = _serve_in_thread()
+    try:
+        sock = _raw_peer(port)
+        # A REQUEST header claiming 4 GiB, then zeros: closed at the header, nothing buffered.
+        sock.sendall(transport.HEADER.pack(2**32 - 1, transport.REQUEST, 1))
+        try:
+            sock.sendall(b"\0" * 65536)
+        except OSError:
+            pass
+        assert _closed(sock)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_long_hello_is_refused():
+    loop, port = _serve_in_thread()
+    try:
+        sock = _raw_peer(port)
+        sock.sendall(b"".join(transport.encode(transport.HELLO, 0, b"x" * 5000)))
+        assert _closed(sock)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_silent_peer_is_closed_after_the_hello_timeout():
+    loop, port = _serve_in_thread(hello_timeout_s=0.3)
+    try:
+        sock = _raw_peer(port)
+        assert _closed(sock, timeout=3)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_after_hello_frames_are_bounded_by_max_frame():
+    loop, port = _serve_in_thread(max_frame=100)
+    try:
+        sock = _raw_peer(port)
+        sock.sendall(b"".join(transport.encode(transport.HELLO, 0, b"secret")))
+        sock.sendall(transport.HEADER.pack(1000, transport.REQUEST, 1))
+        sock.sendall(b"\0" * 200)
+        assert _closed(sock)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
