@@ -1,10 +1,14 @@
 """Measure one Serve implementation in this process, on a fresh local Ray.
 
-    python -m benchmarks.serve_bench --system ours|rayserve --out FILE [--quick]
+    python -m benchmarks.serve_bench --system ours|rayserve|rayserve-throughput|rayserve-haproxy --out FILE [--quick]
 
-`ours` imports `ray_serving_ext as serve`, `rayserve` does `from ray import
-serve`; everything after that is the same code, through the public API only
-(serve.start / run / delete / shutdown and handles). Each step is isolated:
+`ours` imports `ray_serving_ext as serve`, the three Ray Serve modes do `from
+ray import serve` (the mode is chosen by environment variables that
+`benchmarks.run` sets for this process, see `benchmarks.systems`; the
+`serve_mode` step checks them in the Serve actors and, for HAProxy mode, that
+an haproxy process listens on the HTTP port); everything after that is the
+same code, through the public API only (serve.start / run / delete / shutdown
+and handles). Each step is isolated:
 one that raises is recorded under "errors" and the others still run; the exit
 code is 1 if any step failed. Started by `benchmarks.run`, one subprocess per
 system, so the systems never share a Ray cluster.
@@ -23,13 +27,13 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from benchmarks import apps, procmem
+from benchmarks import apps, proccpu, procmem, systems
 from benchmarks.common import HOST, Settings, add_settings_args, free_port, http_request, log, settings_from_args, wait_for_200
 from benchmarks.loadgen import LoadResult, run_load
 
-SYSTEM_MODULES = {"ours": "ray_serving_ext", "rayserve": "ray.serve"}
+SYSTEM_MODULES = {"ours": "ray_serving_ext", **{mode: "ray.serve" for mode in systems.RAYSERVE_MODES}}
 RAY_INIT_KWARGS: Dict[str, Any] = {
     "address": "local",  # always a new cluster: never attach to one found on the machine
     "num_cpus": 4,
@@ -109,10 +113,80 @@ class SystemBench:
             raise AssertionError(f"no-op answered {status} {body[:100]!r}")
         return ready - start
 
+    def serve_mode(self) -> Dict[str, Any]:
+        """Check that the mode this system stands for is the one running; raise if not.
+
+        Every serving actor must have been started with the system's mode
+        switches in its environment; in HAProxy mode an haproxy process must
+        run below the HAProxyManager actor and be what listens on the HTTP
+        port, and in the other modes no haproxy may run.
+        """
+        processes = procmem.serving_actor_processes()
+        expected = systems.expected_mode_env(self.system)
+        actors = [{"pid": p.pid, "title": p.title, "mode_env": systems.mode_env_of(proccpu.read_environ(p.pid))}
+                  for p in processes]
+        haproxy = [pid for p in processes for pid in p.tree if proccpu.process_name(pid) == "haproxy"]
+        listeners = [{"pid": pid, "comm": proccpu.process_name(pid), "title": procmem.process_title(pid)}
+                     for pid in proccpu.listener_pids(self.port, procmem.descendant_pids())]
+        problems = [f"{a['title']} (pid {a['pid']}) has {a['mode_env']}, expected {expected}"
+                    for a in actors if a["mode_env"] != expected]
+        if self.system == "rayserve-haproxy":
+            if not haproxy:
+                problems.append("no haproxy process below the serving actors")
+            if not any(lst["comm"] == "haproxy" for lst in listeners):
+                problems.append(f"port {self.port} is not served by haproxy: {listeners}")
+        elif haproxy:
+            problems.append(f"haproxy processes {haproxy} running outside HAProxy mode")
+        if not actors:
+            problems.append("no serving actor processes found")
+        if problems:
+            raise AssertionError("; ".join(problems))
+        return {"expected_env": expected, "actors": actors, "haproxy_pids": haproxy, "http_listeners": listeners}
+
     def http_noop(self) -> Dict[str, Dict[str, Any]]:
-        """Throughput and latency of the no-op app at each connection level."""
-        self.warm_up("/noop", max(self.settings.levels))
-        return {str(c): self.load("/noop", c, self.settings.duration_s).to_dict() for c in self.settings.levels}
+        """Throughput and latency of the no-op app at each connection level.
+
+        The run at the highest level also measures the CPU time the serving
+        processes use per request (stored as `cpu_at_<level>`).
+        """
+        top = max(self.settings.levels)
+        self.warm_up("/noop", top)
+        runs: Dict[str, Dict[str, Any]] = {}
+        for c in self.settings.levels:
+            if c == top:
+                result, cpu = self.load_with_cpu("/noop", c)
+                self.result[f"cpu_at_{c}"] = cpu
+            else:
+                result = self.load("/noop", c, self.settings.duration_s)
+            runs[str(c)] = result.to_dict()
+        return runs
+
+    def load_with_cpu(self, path: str, connections: int) -> Tuple[LoadResult, Dict[str, Any]]:
+        """One measured load run, with utime+stime of each serving role's processes over it."""
+        processes = procmem.serving_actor_processes()
+        groups = procmem.pids_by_role(processes)
+        groups["haproxy"] = [pid for p in processes for pid in p.tree if proccpu.process_name(pid) == "haproxy"]
+        groups["serving"] = groups.get("proxy", []) + groups.get("replica", [])  # haproxy is in proxy
+        window = proccpu.CpuWindow(groups)
+        window.start()
+        result = self.load(path, connections, self.settings.duration_s)
+        seconds = window.stop()
+        return result, {
+            "requests": result.requests,
+            "cpu_s": seconds,
+            "us_per_request": window.per_request_us(result.requests),
+            "pids": groups,
+            "lost_pids": window.lost_pids,
+            "method": "utime+stime from /proc/<pid>/stat over the run, / requests served",
+        }
+
+    def two_replicas(self) -> Dict[str, Any]:
+        """Req/s and latency of the no-op app with 2 replicas at the highest connection level."""
+        self.redeploy("comp", "noop2", apps.noop_app(self.serve, num_replicas=2))
+        wait_for_200(self.port, "/noop2", DEPLOY_TIMEOUT_S)
+        top = max(self.settings.levels)
+        self.warm_up("/noop2", top)
+        return {**self.load("/noop2", top, self.settings.duration_s).to_dict(), "replicas": 2}
 
     def handle_throughput(self) -> Dict[str, Any]:
         """Calls/s with `handle_calls` handle calls in flight (asyncio.gather), over several rounds."""
@@ -170,11 +244,13 @@ class SystemBench:
         self.result["ray_version"] = ray.__version__
         try:
             if self.step("deploy_to_200_s", self.deploy_to_200) is not None:
+                self.step("serve_mode", self.serve_mode)
                 self.step("http_noop", self.http_noop)
                 self.step("handle", self.handle_throughput)
                 self.step("memory", self.memory)
                 self.step("echo", self.echo)
                 self.step("composition", self.composition)
+                self.step("two_replicas", self.two_replicas)
         finally:
             self.step("serve_shutdown", lambda: _with_deadline(self.serve.shutdown, SHUTDOWN_TIMEOUT_S))
             self.step("ray_shutdown", ray.shutdown)
