@@ -37,9 +37,27 @@ from benchmarks.systems import ALL_SYSTEMS, MODE_LABELS, SERVE_SYSTEMS, mode_env
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latest.json"
 CHILD_MODULES = {**{s: "benchmarks.serve_bench" for s in SERVE_SYSTEMS}, "uvicorn": "benchmarks.ceiling"}
-# Per system subprocess, seconds (quick, full). A normal full run takes ~2 min per
-# Serve system on 2 cores; the full bounds add up to under 15 minutes for all five.
-TIMEOUT_S = {**{s: (180, 200) for s in SERVE_SYSTEMS}, "uvicorn": (60, 60)}
+# Per system subprocess, seconds (quick, full): the most one system may take.
+TIMEOUT_S = {**{s: (180, 300) for s in SERVE_SYSTEMS}, "uvicorn": (60, 90)}
+# A full run of all systems must end within 15 minutes: the systems share this
+# budget, and each one's timeout leaves the systems after it their RESERVE_S
+# (about what a full run of one needs on a busy 2-core machine).
+FULL_BUDGET_S = 840.0
+RESERVE_S = {**{s: 150.0 for s in SERVE_SYSTEMS}, "uvicorn": 45.0}
+
+
+def timeout_for(system: str, later: List[str], quick: bool, budget_left_s: float) -> float:
+    """`system`'s timeout: its own bound, in a full run also what the budget leaves after `later`'s reserves.
+
+    Never below its own reserve, so with every system using its whole timeout
+    the run still ends at the budget (the reserves of the systems still to run
+    are always kept).
+    """
+    own = float(TIMEOUT_S[system][0 if quick else 1])
+    if quick:
+        return own
+    spare = budget_left_s - sum(RESERVE_S[s] for s in later)
+    return max(min(RESERVE_S[system], own), min(own, spare))
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -50,7 +68,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default: all; ours with --quick)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                         help="HTTP load generator; auto = wrk if installed, else the Python asyncio client")
-    parser.add_argument("--duration", type=int, default=None, help="seconds per HTTP load run (default 10, quick 1)")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per HTTP load run (default 8, quick 1)")
     args = parser.parse_args(argv)
     args.systems = _parse_systems(parser, args.systems, args.quick)
     return args
@@ -88,13 +106,12 @@ def child_env(base: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def run_system(system: str, settings: Settings, workdir: Path) -> Dict[str, Any]:
+def run_system(system: str, settings: Settings, workdir: Path, timeout_s: float) -> Dict[str, Any]:
     """Measure one system in its own subprocess (with its mode's environment) and return its result dict."""
     out = workdir / f"{system}.json"
     cmd = [sys.executable, "-m", CHILD_MODULES[system], "--system", system, "--out", str(out), *settings.to_args()]
-    log("run", f"=== {system}: {' '.join(cmd[1:])}")
+    log("run", f"=== {system} (timeout {timeout_s:.0f}s): {' '.join(cmd[1:])}")
     loadavg_before = os.getloadavg()
-    timeout_s = TIMEOUT_S[system][0 if settings.quick else 1]
     start = time.monotonic()
     with system_env(system, child_env(dict(os.environ))) as env:
         serve_env = {k: v for k, v in env.items() if k.startswith("RAY_SERVE_")}
@@ -107,7 +124,7 @@ def run_system(system: str, settings: Settings, workdir: Path) -> Dict[str, Any]
         result = json.loads(out.read_text())
     errors = result.setdefault("errors", {})
     if code is None:
-        errors["timeout"] = f"killed after {timeout_s}s"
+        errors["timeout"] = f"killed after {timeout_s:.0f}s"
     elif code != 0 and not errors:
         errors["subprocess"] = f"exited {code}" + ("" if out.exists() else " without writing a result")
     result["wall_s"] = elapsed
@@ -164,8 +181,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = metadata(settings, args.systems)
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
-        for system in args.systems:
-            results[system] = run_system(system, settings, Path(tmp))
+        deadline = time.monotonic() + FULL_BUDGET_S
+        for i, system in enumerate(args.systems):
+            timeout_s = timeout_for(system, args.systems[i + 1 :], settings.quick, deadline - time.monotonic())
+            results[system] = run_system(system, settings, Path(tmp), timeout_s)
     meta["loadavg_at_end"] = os.getloadavg()
     rows = compare(results, settings.handle_calls, max(settings.levels))
     failed = {s: sorted(r.get("errors", {})) for s, r in results.items() if r.get("errors")}

@@ -54,6 +54,10 @@ class SystemBench:
         self.settings = settings
         self.port = free_port()
         self.handle: Any = None
+        # Handle calls run on this loop, kept open until Serve is shut down: in
+        # throughput-optimized mode the handle's router lives on the caller's loop,
+        # and serve.shutdown schedules the router's shutdown there.
+        self.loop = asyncio.new_event_loop()
         self.result: Dict[str, Any] = {"system": system, "module": serve.__name__, "errors": {}, "step_s": {}}
 
     # ----------------------------------------------------------------- helpers
@@ -141,7 +145,8 @@ class SystemBench:
             problems.append("no serving actor processes found")
         if problems:
             raise AssertionError("; ".join(problems))
-        return {"expected_env": expected, "actors": actors, "haproxy_pids": haproxy, "http_listeners": listeners}
+        return {"expected_env": expected, "actors": actors, "haproxy_pids": haproxy, "http_listeners": listeners,
+                "driver_constants": _serve_mode_constants(self.serve)}
 
     def http_noop(self) -> Dict[str, Dict[str, Any]]:
         """Throughput and latency of the no-op app at each connection level.
@@ -190,7 +195,8 @@ class SystemBench:
 
     def handle_throughput(self) -> Dict[str, Any]:
         """Calls/s with `handle_calls` handle calls in flight (asyncio.gather), over several rounds."""
-        rounds = asyncio.run(_handle_rounds(self.handle, self.settings.handle_calls, self.settings.handle_rounds))
+        rounds = self.loop.run_until_complete(
+            _handle_rounds(self.handle, self.settings.handle_calls, self.settings.handle_rounds))
         total_s = sum(rounds)
         calls = self.settings.handle_calls * len(rounds)
         return {
@@ -236,6 +242,16 @@ class SystemBench:
         self.warm_up("/comp", conns)
         return self.load("/comp", conns, self.settings.duration_s).to_dict()
 
+    def shutdown_serve(self) -> None:
+        """serve.shutdown (with a deadline), then let the handle loop finish what it scheduled and close it."""
+        try:
+            _with_deadline(self.serve.shutdown, SHUTDOWN_TIMEOUT_S)
+        finally:
+            pending = asyncio.all_tasks(self.loop)
+            if pending:
+                self.loop.run_until_complete(asyncio.wait(pending, timeout=10))
+            self.loop.close()
+
     def run_all(self) -> Dict[str, Any]:
         """Every step in order; Serve and Ray are shut down at the end whatever happened."""
         import ray
@@ -252,9 +268,21 @@ class SystemBench:
                 self.step("composition", self.composition)
                 self.step("two_replicas", self.two_replicas)
         finally:
-            self.step("serve_shutdown", lambda: _with_deadline(self.serve.shutdown, SHUTDOWN_TIMEOUT_S))
+            self.step("serve_shutdown", self.shutdown_serve)
             self.step("ray_shutdown", ray.shutdown)
         return self.result
+
+
+def _serve_mode_constants(serve: ModuleType) -> Dict[str, Any]:
+    """The mode flags as Ray Serve computed them in this driver ({} for ours)."""
+    if serve.__name__ != "ray.serve":
+        return {}
+    from ray.serve._private import constants
+
+    names = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_USE_GRPC_BY_DEFAULT",
+             "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD",
+             "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP")
+    return {name: getattr(constants, name, None) for name in names}
 
 
 async def _handle_rounds(handle: Any, calls: int, rounds: int) -> List[float]:

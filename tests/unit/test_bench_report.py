@@ -81,3 +81,16 @@ def test_each_rayserve_mode_gets_its_switches_and_nothing_inherited() -> None:
         # <dir>/<56-hex node id>/metrics.sock must fit a unix socket address (107 bytes).
         assert len(str(haproxy_dir / ("0" * 56) / "metrics.sock")) < 107
     assert not haproxy_dir.exists()
+
+
+def test_full_run_timeouts_keep_the_later_systems_reserves_within_the_budget() -> None:
+    from benchmarks import run
+
+    order = list(systems.ALL_SYSTEMS)
+    left = run.FULL_BUDGET_S
+    for i, system in enumerate(order):  # every system uses its whole timeout
+        timeout = run.timeout_for(system, order[i + 1 :], quick=False, budget_left_s=left)
+        assert timeout >= run.RESERVE_S[system]
+        left -= timeout
+    assert left >= 0
+    assert run.timeout_for("ours", [], quick=True, budget_left_s=0) == run.TIMEOUT_S["ours"][0]
