@@ -7,7 +7,7 @@ ray import serve` (the mode is chosen by environment variables that
 `benchmarks.run` sets for this process, see `benchmarks.systems`; the
 `serve_mode` step checks them in the Serve actors and, for HAProxy mode, that
 an haproxy process listens on the HTTP port); everything after that is the
-same code, through the public API only (serve.start / run / delete / shutdown
+same code, through the public API only (serve.start / run / delete / shutdown_async
 and handles). Each step is isolated:
 one that raises is recorded under "errors" and the others still run; the exit
 code is 1 if any step failed. Started by `benchmarks.run`, one subprocess per
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import os
@@ -27,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple, TypeVar
 
 from benchmarks import apps, proccpu, procmem, systems
 from benchmarks.common import HOST, Settings, add_settings_args, free_port, http_request, log, settings_from_args, wait_for_200
@@ -42,6 +43,7 @@ RAY_INIT_KWARGS: Dict[str, Any] = {
 }
 DEPLOY_TIMEOUT_S = 120.0
 SHUTDOWN_TIMEOUT_S = 60.0  # a longer serve.shutdown is reported as an error; ray.shutdown still runs
+T = TypeVar("T")
 
 
 class SystemBench:
@@ -54,10 +56,11 @@ class SystemBench:
         self.settings = settings
         self.port = free_port()
         self.handle: Any = None
-        # Handle calls run on this loop, kept open until Serve is shut down: in
-        # throughput-optimized mode the handle's router lives on the caller's loop,
-        # and serve.shutdown schedules the router's shutdown there.
-        self.loop = asyncio.new_event_loop()
+        # Handle calls and serve.shutdown_async run on one event loop that keeps
+        # running in a thread until Serve is shut down, as in an async app: in
+        # throughput-optimized mode a handle's router lives on its caller's loop
+        # and needs that loop running for controller updates and its shutdown.
+        self.loop = LoopThread()
         self.result: Dict[str, Any] = {"system": system, "module": serve.__name__, "errors": {}, "step_s": {}}
 
     # ----------------------------------------------------------------- helpers
@@ -195,8 +198,7 @@ class SystemBench:
 
     def handle_throughput(self) -> Dict[str, Any]:
         """Calls/s with `handle_calls` handle calls in flight (asyncio.gather), over several rounds."""
-        rounds = self.loop.run_until_complete(
-            _handle_rounds(self.handle, self.settings.handle_calls, self.settings.handle_rounds))
+        rounds = self.loop.run(_handle_rounds(self.handle, self.settings.handle_calls, self.settings.handle_rounds))
         total_s = sum(rounds)
         calls = self.settings.handle_calls * len(rounds)
         return {
@@ -243,14 +245,11 @@ class SystemBench:
         return self.load("/comp", conns, self.settings.duration_s).to_dict()
 
     def shutdown_serve(self) -> None:
-        """serve.shutdown (with a deadline), then let the handle loop finish what it scheduled and close it."""
+        """serve.shutdown_async on the handle loop (with a deadline), then stop that loop."""
         try:
-            _with_deadline(self.serve.shutdown, SHUTDOWN_TIMEOUT_S)
+            self.loop.run(self.serve.shutdown_async(), SHUTDOWN_TIMEOUT_S)
         finally:
-            pending = asyncio.all_tasks(self.loop)
-            if pending:
-                self.loop.run_until_complete(asyncio.wait(pending, timeout=10))
-            self.loop.close()
+            self.loop.stop()
 
     def run_all(self) -> Dict[str, Any]:
         """Every step in order; Serve and Ray are shut down at the end whatever happened."""
@@ -300,23 +299,29 @@ async def _handle_rounds(handle: Any, calls: int, rounds: int) -> List[float]:
     return [await one_round() for _ in range(rounds)]
 
 
-def _with_deadline(fn: Callable[[], Any], timeout_s: float) -> None:
-    """Call fn in a daemon thread; raise TimeoutError if it has not returned in time."""
-    failure: List[BaseException] = []
+class LoopThread:
+    """An asyncio event loop running in a daemon thread; coroutines are submitted to it."""
 
-    def target() -> None:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bench-handle-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: Optional[float] = None) -> T:
+        """Run `coro` on the loop and wait for it; TimeoutError after `timeout_s`."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            failure.append(exc)
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"{getattr(coro, '__qualname__', coro)} did not finish within {timeout_s:.0f}s") from None
 
-    thread = threading.Thread(target=target, name=f"deadline-{getattr(fn, '__name__', 'call')}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise TimeoutError(f"{getattr(fn, '__qualname__', fn)} did not return within {timeout_s:.0f}s")
-    if failure:
-        raise failure[0]
+    def stop(self) -> None:
+        """Stop the loop and close it once its thread has returned."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def wait_for_200_post(port: int, path: str, timeout_s: float) -> None:
