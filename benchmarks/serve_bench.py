@@ -185,7 +185,7 @@ class SystemBench:
             "us_per_request": window.per_request_us(result.requests),
             "pids": groups,
             "lost_pids": window.lost_pids,
-            "method": "utime+stime from /proc/<pid>/stat over the run, / requests served",
+            "method": "utime+stime from /proc/<pid>/stat over the run (all work of those processes, background included) / requests served",
         }
 
     def two_replicas(self) -> Dict[str, Any]:
