@@ -89,7 +89,7 @@ def measure(settings: Settings) -> Dict[str, Any]:
                 result[f"cpu_at_{c}"] = {
                     "requests": run.requests, "cpu_s": window.seconds,
                     "us_per_request": window.per_request_us(run.requests), "pids": window.groups,
-                    "method": "utime+stime from /proc/<pid>/stat over the run (all work of those processes, background included) / requests served",
+                    "method": proccpu.CPU_METHOD,
                 }
     except Exception:  # noqa: BLE001 - recorded for the report
         result["errors"]["http_noop"] = traceback.format_exc()

@@ -17,6 +17,8 @@ from typing import Dict, Iterable, List, Optional, Set
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TCP_LISTEN = "0A"
+CPU_METHOD = ("utime+stime from /proc/<pid>/stat over the run (all work of those processes, "
+              "background included) / requests served")
 
 
 def cpu_seconds(pid: int) -> Optional[float]:

@@ -114,7 +114,9 @@ def best_mode(values: Dict[str, Optional[float]], better: str) -> Optional[str]:
     return pick(present, key=lambda item: float(item[1] or 0.0))[0]
 
 
-def compare(systems: Dict[str, Dict[str, Any]], handle_calls: int = 2000, top_level: int = 64) -> List[Dict[str, Any]]:
+def compare(
+    systems: Dict[str, Dict[str, Any]], handle_calls: int = 2000, top_level: int = 64
+) -> List[Dict[str, Any]]:
     """One dict per metric: the value of every system, the best Ray Serve mode, ratio ours/it, target, status."""
     rows = []
     for metric in metrics(handle_calls, top_level):

@@ -185,7 +185,7 @@ class SystemBench:
             "us_per_request": window.per_request_us(result.requests),
             "pids": groups,
             "lost_pids": window.lost_pids,
-            "method": "utime+stime from /proc/<pid>/stat over the run (all work of those processes, background included) / requests served",
+            "method": proccpu.CPU_METHOD,
         }
 
     def two_replicas(self) -> Dict[str, Any]:
@@ -314,7 +314,8 @@ class LoopThread:
             return future.result(timeout_s)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise TimeoutError(f"{getattr(coro, '__qualname__', coro)} did not finish within {timeout_s:.0f}s") from None
+            name = getattr(coro, "__qualname__", coro)
+            raise TimeoutError(f"{name} did not finish within {timeout_s:.0f}s") from None
 
     def stop(self) -> None:
         """Stop the loop and close it once its thread has returned."""
