@@ -10,7 +10,9 @@ by that subprocess's environment (`benchmarks.systems`). Prints a Markdown
 table with each figure, the fastest Ray Serve mode for it, the ratio
 ours/that mode and PASS/MISS against the issue #5 targets, and writes
 everything as JSON to --out. Exits non-zero if any benchmark step crashed
-(targets are never asserted). --quick is the CI smoke mode: about a second per
+(targets are never asserted). A full run's systems share a 14-minute budget
+(FULL_BUDGET_S; each system's timeout keeps the reserves of those after it), so
+all five end within 15 minutes. --quick is the CI smoke mode: about a second per
 load run, 200 handle calls, and only `ours` unless --systems says otherwise.
 """
 
