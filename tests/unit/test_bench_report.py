@@ -94,3 +94,26 @@ def test_full_run_timeouts_keep_the_later_systems_reserves_within_the_budget() -
         left -= timeout
     assert left >= 0
     assert run.timeout_for("ours", [], quick=True, budget_left_s=0) == run.TIMEOUT_S["ours"][0]
+
+
+def test_proc_readers_see_this_process_cpu_and_listening_socket() -> None:
+    import os
+    import socket
+
+    from benchmarks import proccpu
+
+    window = proccpu.CpuWindow({"me": [os.getpid()], "gone": [2**22 + 12345]})
+    window.start()
+    deadline = proccpu.cpu_seconds(os.getpid()) + 0.05
+    while proccpu.cpu_seconds(os.getpid()) < deadline:
+        sum(range(10_000))
+    seconds = window.stop()
+    assert seconds["me"] >= 0.04 and seconds["gone"] == 0.0
+    assert window.per_request_us(100)["me"] == seconds["me"] * 1e4
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert proccpu.listener_pids(port, [os.getpid()]) == [os.getpid()]
+    assert proccpu.listener_pids(port, [os.getpid()]) == []
