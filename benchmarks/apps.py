@@ -3,8 +3,9 @@
 The classes are defined inside the builder functions on purpose: Ray then
 pickles them by value, so replicas never need to import `benchmarks`, and the
 same definitions serve `ray.serve` and `ray_serving_ext` alike. Every
-deployment has one replica and `max_ongoing_requests=1000`, so the serving
-layer, not a concurrency cap, is what gets measured.
+deployment has one replica (unless the no-op app is asked for more) and
+`max_ongoing_requests=1000`, so the serving layer, not a concurrency cap, is
+what gets measured.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ NOOP_REPLY = "ok"
 COMPOSITION_REPLY = "ab"
 
 
-def noop_app(serve: ModuleType) -> Any:
-    """One replica whose async `__call__` returns a short string (HTTP or handle)."""
+def noop_app(serve: ModuleType, num_replicas: int = 1) -> Any:
+    """`num_replicas` replicas whose async `__call__` returns a short string (HTTP or handle)."""
 
-    @serve.deployment(num_replicas=1, max_ongoing_requests=MAX_ONGOING)
+    @serve.deployment(num_replicas=num_replicas, max_ongoing_requests=MAX_ONGOING)
     class Noop:
         async def __call__(self, *args: Any) -> str:
             return NOOP_REPLY

@@ -4,8 +4,9 @@
 
 Starts `uvicorn benchmarks.ceiling:app` (uvloop, httptools, one worker, no
 access log) as a subprocess on a free port, warms it up, and measures it at
-the same connection levels as the no-op deployment. The figure shows what HTTP
-itself costs on this machine with this load generator.
+the same connection levels as the no-op deployment, with the uvicorn process's
+CPU time per request at the highest level. The figures show what HTTP itself
+costs on this machine with this load generator.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
+from benchmarks import proccpu, procmem
 from benchmarks.common import HOST, Settings, add_settings_args, free_port, log, settings_from_args, wait_for_200
 from benchmarks.loadgen import run_load
 
@@ -75,9 +77,20 @@ def measure(settings: Settings) -> Dict[str, Any]:
     try:
         wait_for_200(port, "/", STARTUP_TIMEOUT_S)
         run_load(settings.loadgen, port, "/", max(settings.levels), settings.warmup_s)
-        result["http_noop"] = {
-            str(c): run_load(settings.loadgen, port, "/", c, settings.duration_s).to_dict() for c in settings.levels
-        }
+        result["http_noop"] = {}
+        top = max(settings.levels)
+        for c in settings.levels:
+            window = proccpu.CpuWindow({"serving": [proc.pid, *procmem.descendant_pids(proc.pid)]})
+            window.start()
+            run = run_load(settings.loadgen, port, "/", c, settings.duration_s)
+            window.stop()
+            result["http_noop"][str(c)] = run.to_dict()
+            if c == top:
+                result[f"cpu_at_{c}"] = {
+                    "requests": run.requests, "cpu_s": window.seconds,
+                    "us_per_request": window.per_request_us(run.requests), "pids": window.groups,
+                    "method": proccpu.CPU_METHOD,
+                }
     except Exception:  # noqa: BLE001 - recorded for the report
         result["errors"]["http_noop"] = traceback.format_exc()
         log("uvicorn", f"FAILED:\n{result['errors']['http_noop']}")

@@ -80,7 +80,8 @@ class Settings:
         if quick:
             return cls(quick=True, loadgen=loadgen, duration_s=duration_s or 1, warmup_s=1,
                        handle_calls=200, handle_rounds=1)
-        return cls(quick=False, loadgen=loadgen, duration_s=duration_s or 10, warmup_s=3)
+        # Five systems (ours, three Ray Serve modes, uvicorn) in under 15 minutes on 2 cores.
+        return cls(quick=False, loadgen=loadgen, duration_s=duration_s or 8, warmup_s=2, handle_rounds=2)
 
     def to_args(self) -> List[str]:
         """Command-line arguments that rebuild these settings in a child process."""

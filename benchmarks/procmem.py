@@ -32,6 +32,7 @@ class ActorProcess:
     role: str
     rss_mib: float
     uss_mib: float
+    tree: List[int]  # pid and its descendants (e.g. the haproxy child of HAProxyManager)
 
 
 def _children_map() -> Dict[int, List[int]]:
@@ -59,6 +60,11 @@ def _descendants(pid: int, children: Dict[int, List[int]]) -> List[int]:
         out.append(child)
         stack.extend(children.get(child, []))
     return out
+
+
+def descendant_pids(root_pid: Optional[int] = None) -> List[int]:
+    """Every live descendant of `root_pid` (default: this process)."""
+    return _descendants(root_pid or os.getpid(), _children_map())
 
 
 def process_title(pid: int) -> str:
@@ -128,9 +134,18 @@ def serving_actor_processes(root_pid: Optional[int] = None) -> List[ActorProcess
                 role=role_of(title),
                 rss_mib=sum(_status_kib(p, "VmRSS") for p in tree) / 1024,
                 uss_mib=sum(_uss_kib(p) for p in tree) / 1024,
+                tree=tree,
             )
         )
     return sorted(found, key=lambda proc: (proc.role, proc.pid))
+
+
+def pids_by_role(processes: List[ActorProcess]) -> Dict[str, List[int]]:
+    """role -> every pid of that role's actor processes and their children."""
+    groups: Dict[str, List[int]] = {}
+    for proc in processes:
+        groups.setdefault(proc.role, []).extend(proc.tree)
+    return groups
 
 
 def summarize(processes: List[ActorProcess], named_actors: int) -> Dict[str, object]:

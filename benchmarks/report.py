@@ -1,11 +1,18 @@
-"""The comparison table: each figure for ours, Ray Serve and uvicorn, the ratio
-ours/Ray Serve, and PASS/MISS against the targets of issue #5."""
+"""The comparison table: each figure for ours, each Ray Serve mode and uvicorn,
+which Ray Serve mode was fastest for it, the ratio ours/that mode, and
+PASS/MISS against the targets of issue #5.
+
+"Fastest" is per figure: the highest value where higher is better
+(throughput), the lowest where lower is better (latency, time, memory, CPU).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
+
+from benchmarks.systems import ALL_SYSTEMS, MODE_LABELS, RAYSERVE_MODES
 
 HIGHER = "higher"
 LOWER = "lower"
@@ -19,7 +26,7 @@ class Metric:
     path: Tuple[str, ...]
     unit: str
     better: str  # HIGHER or LOWER is better
-    target: Optional[float] = None  # bound on ours/Ray Serve; >= for HIGHER, <= for LOWER
+    target: Optional[float] = None  # bound on ours/best Ray Serve mode; >= for HIGHER, <= for LOWER
 
     def target_text(self) -> str:
         """The target as written in the issue, e.g. ">=5x" or "<=1/5"."""
@@ -37,8 +44,16 @@ def _http(level: int, field: str, unit: str, better: str, target: Optional[float
     return Metric(f"HTTP no-op {names[field]} @{level}", ("http_noop", str(level), field), unit, better, target)
 
 
-def metrics(handle_calls: int = 2000) -> List[Metric]:
-    """Every row of the table, in order; `handle_calls` only labels the handle row."""
+def _cpu(role: str, text: str, level: int) -> Metric:
+    return Metric(f"CPU/request {text} @{level}", (f"cpu_at_{level}", "us_per_request", role), "us", LOWER)
+
+
+def metrics(handle_calls: int = 2000, top_level: int = 64) -> List[Metric]:
+    """Every row of the table, in order; the arguments only label rows.
+
+    `top_level` is the highest connection level, the one the CPU and the
+    2-replica figures are taken at.
+    """
     return [
         _http(1, "rps", "req/s", HIGHER),
         _http(1, "p50_ms", "ms", LOWER, 1 / 3),
@@ -49,6 +64,10 @@ def metrics(handle_calls: int = 2000) -> List[Metric]:
         _http(64, "rps", "req/s", HIGHER, 5.0),
         _http(64, "p50_ms", "ms", LOWER),
         _http(64, "p99_ms", "ms", LOWER, 1 / 5),
+        Metric(f"HTTP no-op req/s @{top_level}, 2 replicas", ("two_replicas", "rps"), "req/s", HIGHER),
+        _cpu("proxy", "proxy (+haproxy)", top_level),
+        _cpu("replica", "replica", top_level),
+        _cpu("serving", "proxy+replica", top_level),
         Metric(f"Handle calls/s ({handle_calls} in flight)", ("handle", "calls_per_s"), "calls/s", HIGHER, 5.0),
         Metric("1 MiB echo req/s @8", ("echo", "rps"), "req/s", HIGHER, 2.0),
         Metric("1 MiB echo p50 @8", ("echo", "p50_ms"), "ms", LOWER),
@@ -82,21 +101,38 @@ def judge(metric: Metric, ratio: Optional[float]) -> str:
     return "PASS" if ok else "MISS"
 
 
-def compare(systems: Dict[str, Dict[str, Any]], handle_calls: int = 2000) -> List[Dict[str, Any]]:
-    """One dict per metric: values per system, ratio ours/Ray Serve, target and status."""
+def best_mode(values: Dict[str, Optional[float]], better: str) -> Optional[str]:
+    """The Ray Serve mode with the best value (highest for HIGHER, lowest for LOWER).
+
+    Modes without a value are skipped; on a tie the first in RAYSERVE_MODES
+    wins; None if no mode has a value.
+    """
+    present = [(mode, values[mode]) for mode in RAYSERVE_MODES if values.get(mode) is not None]
+    if not present:
+        return None
+    pick = max if better == HIGHER else min
+    return pick(present, key=lambda item: float(item[1] or 0.0))[0]
+
+
+def compare(
+    systems: Dict[str, Dict[str, Any]], handle_calls: int = 2000, top_level: int = 64
+) -> List[Dict[str, Any]]:
+    """One dict per metric: the value of every system, the best Ray Serve mode, ratio ours/it, target, status."""
     rows = []
-    for metric in metrics(handle_calls):
-        ours = lookup(systems.get("ours"), metric.path)
-        rayserve = lookup(systems.get("rayserve"), metric.path)
-        ratio = ours / rayserve if ours is not None and rayserve else None
+    for metric in metrics(handle_calls, top_level):
+        values = {system: lookup(systems.get(system), metric.path) for system in ALL_SYSTEMS}
+        mode = best_mode(values, metric.better)
+        best = values[mode] if mode is not None else None
+        ours = values["ours"]
+        ratio = ours / best if ours is not None and best else None
         rows.append({
             "metric": metric.label,
             "unit": metric.unit,
             "better": metric.better,
-            "ours": ours,
-            "rayserve": rayserve,
-            "uvicorn": lookup(systems.get("uvicorn"), metric.path),
-            "ratio_ours_over_rayserve": ratio,
+            **values,
+            "best_rayserve_mode": mode,
+            "best_rayserve": best,
+            "ratio_ours_over_best_rayserve": ratio,
             "target": metric.target_text() or None,
             "status": judge(metric, ratio) or None,
         })
@@ -114,19 +150,24 @@ def _fmt(value: Optional[float], unit: str) -> str:
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
-    """A Markdown table (readable as plain text too)."""
-    header = ["Figure", "Unit", "Better", "ours", "Ray Serve", "uvicorn", "ours/RS", "Target", "Status"]
+    """A Markdown table (readable as plain text too): one row per figure, one column per system."""
+    columns = ["ours", *RAYSERVE_MODES, "uvicorn"]
+    header = ["Figure", "Unit", "Better", "ours", *(f"RS {MODE_LABELS[m]}" for m in RAYSERVE_MODES), "uvicorn",
+              "best RS", "ours/best RS", "Target", "Status"]
     lines = [header]
     for row in rows:
-        ratio = row["ratio_ours_over_rayserve"]
+        ratio = row["ratio_ours_over_best_rayserve"]
+        mode = row["best_rayserve_mode"]
         lines.append([
             row["metric"], row["unit"], row["better"],
-            _fmt(row["ours"], row["unit"]), _fmt(row["rayserve"], row["unit"]), _fmt(row["uvicorn"], row["unit"]),
+            *(_fmt(row.get(system), row["unit"]) for system in columns),
+            MODE_LABELS[mode] if mode else "-",
             "-" if ratio is None else f"{ratio:.2f}x",
             row["target"] or "", row["status"] or "",
         ])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    numeric = set(range(3, 7))
+    first_number, ratio_col = 3, 3 + len(columns) + 1
+    numeric = set(range(first_number, first_number + len(columns))) | {ratio_col}
 
     def render(cells: List[str]) -> str:
         padded = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the benchmark needs, then run it. Arguments go to benchmarks.run:
-#   bash benchmarks/run.sh                 # full run: ours, Ray Serve, uvicorn (< 10 min)
+#   bash benchmarks/run.sh                 # full run: ours, Ray Serve in 3 modes, uvicorn (< 15 min)
 #   bash benchmarks/run.sh --quick         # CI smoke mode (ours only, a few seconds of load)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,10 +1,14 @@
 """Measure one Serve implementation in this process, on a fresh local Ray.
 
-    python -m benchmarks.serve_bench --system ours|rayserve --out FILE [--quick]
+    python -m benchmarks.serve_bench --system ours|rayserve|rayserve-throughput|rayserve-haproxy --out FILE [--quick]
 
-`ours` imports `ray_serving_ext as serve`, `rayserve` does `from ray import
-serve`; everything after that is the same code, through the public API only
-(serve.start / run / delete / shutdown and handles). Each step is isolated:
+`ours` imports `ray_serving_ext as serve`, the three Ray Serve modes do `from
+ray import serve` (the mode is chosen by environment variables that
+`benchmarks.run` sets for this process, see `benchmarks.systems`; the
+`serve_mode` step checks them in the Serve actors and, for HAProxy mode, that
+an haproxy process listens on the HTTP port); everything after that is the
+same code, through the public API only (serve.start / run / delete / shutdown_async
+and handles). Each step is isolated:
 one that raises is recorded under "errors" and the others still run; the exit
 code is 1 if any step failed. Started by `benchmarks.run`, one subprocess per
 system, so the systems never share a Ray cluster.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import os
@@ -23,13 +28,13 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple, TypeVar
 
-from benchmarks import apps, procmem
+from benchmarks import apps, proccpu, procmem, systems
 from benchmarks.common import HOST, Settings, add_settings_args, free_port, http_request, log, settings_from_args, wait_for_200
 from benchmarks.loadgen import LoadResult, run_load
 
-SYSTEM_MODULES = {"ours": "ray_serving_ext", "rayserve": "ray.serve"}
+SYSTEM_MODULES = {"ours": "ray_serving_ext", **{mode: "ray.serve" for mode in systems.RAYSERVE_MODES}}
 RAY_INIT_KWARGS: Dict[str, Any] = {
     "address": "local",  # always a new cluster: never attach to one found on the machine
     "num_cpus": 4,
@@ -38,6 +43,7 @@ RAY_INIT_KWARGS: Dict[str, Any] = {
 }
 DEPLOY_TIMEOUT_S = 120.0
 SHUTDOWN_TIMEOUT_S = 60.0  # a longer serve.shutdown is reported as an error; ray.shutdown still runs
+T = TypeVar("T")
 
 
 class SystemBench:
@@ -50,6 +56,11 @@ class SystemBench:
         self.settings = settings
         self.port = free_port()
         self.handle: Any = None
+        # Handle calls and serve.shutdown_async run on one event loop that keeps
+        # running in a thread until Serve is shut down, as in an async app: in
+        # throughput-optimized mode a handle's router lives on its caller's loop
+        # and needs that loop running for controller updates and its shutdown.
+        self.loop = LoopThread()
         self.result: Dict[str, Any] = {"system": system, "module": serve.__name__, "errors": {}, "step_s": {}}
 
     # ----------------------------------------------------------------- helpers
@@ -109,14 +120,85 @@ class SystemBench:
             raise AssertionError(f"no-op answered {status} {body[:100]!r}")
         return ready - start
 
+    def serve_mode(self) -> Dict[str, Any]:
+        """Check that the mode this system stands for is the one running; raise if not.
+
+        Every serving actor must have been started with the system's mode
+        switches in its environment; in HAProxy mode an haproxy process must
+        run below the HAProxyManager actor and be what listens on the HTTP
+        port, and in the other modes no haproxy may run.
+        """
+        processes = procmem.serving_actor_processes()
+        expected = systems.expected_mode_env(self.system)
+        actors = [{"pid": p.pid, "title": p.title, "mode_env": systems.mode_env_of(proccpu.read_environ(p.pid))}
+                  for p in processes]
+        haproxy = [pid for p in processes for pid in p.tree if proccpu.process_name(pid) == "haproxy"]
+        listeners = [{"pid": pid, "comm": proccpu.process_name(pid), "title": procmem.process_title(pid)}
+                     for pid in proccpu.listener_pids(self.port, procmem.descendant_pids())]
+        problems = [f"{a['title']} (pid {a['pid']}) has {a['mode_env']}, expected {expected}"
+                    for a in actors if a["mode_env"] != expected]
+        if self.system == "rayserve-haproxy":
+            if not haproxy:
+                problems.append("no haproxy process below the serving actors")
+            if not any(lst["comm"] == "haproxy" for lst in listeners):
+                problems.append(f"port {self.port} is not served by haproxy: {listeners}")
+        elif haproxy:
+            problems.append(f"haproxy processes {haproxy} running outside HAProxy mode")
+        if not actors:
+            problems.append("no serving actor processes found")
+        if problems:
+            raise AssertionError("; ".join(problems))
+        return {"expected_env": expected, "actors": actors, "haproxy_pids": haproxy, "http_listeners": listeners,
+                "driver_constants": _serve_mode_constants(self.serve)}
+
     def http_noop(self) -> Dict[str, Dict[str, Any]]:
-        """Throughput and latency of the no-op app at each connection level."""
-        self.warm_up("/noop", max(self.settings.levels))
-        return {str(c): self.load("/noop", c, self.settings.duration_s).to_dict() for c in self.settings.levels}
+        """Throughput and latency of the no-op app at each connection level.
+
+        The run at the highest level also measures the CPU time the serving
+        processes use per request (stored as `cpu_at_<level>`).
+        """
+        top = max(self.settings.levels)
+        self.warm_up("/noop", top)
+        runs: Dict[str, Dict[str, Any]] = {}
+        for c in self.settings.levels:
+            if c == top:
+                result, cpu = self.load_with_cpu("/noop", c)
+                self.result[f"cpu_at_{c}"] = cpu
+            else:
+                result = self.load("/noop", c, self.settings.duration_s)
+            runs[str(c)] = result.to_dict()
+        return runs
+
+    def load_with_cpu(self, path: str, connections: int) -> Tuple[LoadResult, Dict[str, Any]]:
+        """One measured load run, with utime+stime of each serving role's processes over it."""
+        processes = procmem.serving_actor_processes()
+        groups = procmem.pids_by_role(processes)
+        groups["haproxy"] = [pid for p in processes for pid in p.tree if proccpu.process_name(pid) == "haproxy"]
+        groups["serving"] = groups.get("proxy", []) + groups.get("replica", [])  # haproxy is in proxy
+        window = proccpu.CpuWindow(groups)
+        window.start()
+        result = self.load(path, connections, self.settings.duration_s)
+        seconds = window.stop()
+        return result, {
+            "requests": result.requests,
+            "cpu_s": seconds,
+            "us_per_request": window.per_request_us(result.requests),
+            "pids": groups,
+            "lost_pids": window.lost_pids,
+            "method": proccpu.CPU_METHOD,
+        }
+
+    def two_replicas(self) -> Dict[str, Any]:
+        """Req/s and latency of the no-op app with 2 replicas at the highest connection level."""
+        self.redeploy("comp", "noop2", apps.noop_app(self.serve, num_replicas=2))
+        wait_for_200(self.port, "/noop2", DEPLOY_TIMEOUT_S)
+        top = max(self.settings.levels)
+        self.warm_up("/noop2", top)
+        return {**self.load("/noop2", top, self.settings.duration_s).to_dict(), "replicas": 2}
 
     def handle_throughput(self) -> Dict[str, Any]:
         """Calls/s with `handle_calls` handle calls in flight (asyncio.gather), over several rounds."""
-        rounds = asyncio.run(_handle_rounds(self.handle, self.settings.handle_calls, self.settings.handle_rounds))
+        rounds = self.loop.run(_handle_rounds(self.handle, self.settings.handle_calls, self.settings.handle_rounds))
         total_s = sum(rounds)
         calls = self.settings.handle_calls * len(rounds)
         return {
@@ -162,6 +244,13 @@ class SystemBench:
         self.warm_up("/comp", conns)
         return self.load("/comp", conns, self.settings.duration_s).to_dict()
 
+    def shutdown_serve(self) -> None:
+        """serve.shutdown_async on the handle loop (with a deadline), then stop that loop."""
+        try:
+            self.loop.run(self.serve.shutdown_async(), SHUTDOWN_TIMEOUT_S)
+        finally:
+            self.loop.stop()
+
     def run_all(self) -> Dict[str, Any]:
         """Every step in order; Serve and Ray are shut down at the end whatever happened."""
         import ray
@@ -170,15 +259,29 @@ class SystemBench:
         self.result["ray_version"] = ray.__version__
         try:
             if self.step("deploy_to_200_s", self.deploy_to_200) is not None:
+                self.step("serve_mode", self.serve_mode)
                 self.step("http_noop", self.http_noop)
                 self.step("handle", self.handle_throughput)
                 self.step("memory", self.memory)
                 self.step("echo", self.echo)
                 self.step("composition", self.composition)
+                self.step("two_replicas", self.two_replicas)
         finally:
-            self.step("serve_shutdown", lambda: _with_deadline(self.serve.shutdown, SHUTDOWN_TIMEOUT_S))
+            self.step("serve_shutdown", self.shutdown_serve)
             self.step("ray_shutdown", ray.shutdown)
         return self.result
+
+
+def _serve_mode_constants(serve: ModuleType) -> Dict[str, Any]:
+    """The mode flags as Ray Serve computed them in this driver ({} for ours)."""
+    if serve.__name__ != "ray.serve":
+        return {}
+    from ray.serve._private import constants
+
+    names = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_USE_GRPC_BY_DEFAULT",
+             "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD",
+             "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP")
+    return {name: getattr(constants, name, None) for name in names}
 
 
 async def _handle_rounds(handle: Any, calls: int, rounds: int) -> List[float]:
@@ -196,23 +299,30 @@ async def _handle_rounds(handle: Any, calls: int, rounds: int) -> List[float]:
     return [await one_round() for _ in range(rounds)]
 
 
-def _with_deadline(fn: Callable[[], Any], timeout_s: float) -> None:
-    """Call fn in a daemon thread; raise TimeoutError if it has not returned in time."""
-    failure: List[BaseException] = []
+class LoopThread:
+    """An asyncio event loop running in a daemon thread; coroutines are submitted to it."""
 
-    def target() -> None:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bench-handle-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: Optional[float] = None) -> T:
+        """Run `coro` on the loop and wait for it; TimeoutError after `timeout_s`."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            failure.append(exc)
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            name = getattr(coro, "__qualname__", coro)
+            raise TimeoutError(f"{name} did not finish within {timeout_s:.0f}s") from None
 
-    thread = threading.Thread(target=target, name=f"deadline-{getattr(fn, '__name__', 'call')}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise TimeoutError(f"{getattr(fn, '__qualname__', fn)} did not return within {timeout_s:.0f}s")
-    if failure:
-        raise failure[0]
+    def stop(self) -> None:
+        """Stop the loop and close it once its thread has returned."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def wait_for_200_post(port: int, path: str, timeout_s: float) -> None:
