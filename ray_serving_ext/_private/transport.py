@@ -139,6 +139,16 @@ class FrameReader:
         self.max_frame = max_frame
         self._error: Optional[FrameTooLargeError] = None
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """Change the limit; raises FrameTooLargeError if a frame already begun exceeds it."""
+        self.max_frame = max_frame
+        if len(self._buf) >= HEADER.size:
+            length = HEADER.unpack_from(self._buf, 0)[0]
+            if length > max_frame:
+                self._buf = bytearray()
+                self._error = FrameTooLargeError(length, max_frame)
+                raise self._error
+
     def feed(self, data: bytes) -> List[Tuple[int, int, bytes]]:
         if self._error is not None:
             raise self._error
@@ -597,9 +607,15 @@ class ReplicaServerProtocol(asyncio.Protocol):
             if not self._authed:
                 if ftype == HELLO and hmac.compare_digest(payload, self._token):
                     self._authed = True
-                    self._reader.max_frame = self._max_frame
                     if self._hello_timer is not None:
                         self._hello_timer.cancel()
+                    try:  # a frame begun in the same read was checked against HELLO's limit only
+                        self._reader.set_max_frame(self._max_frame)
+                    except FrameTooLargeError as exc:
+                        logger.warning("Closing a connection that sent a bad frame: %s", exc)
+                        if self._transport is not None:
+                            self._transport.close()
+                        return
                     continue
                 logger.warning("Rejected a connection that did not authenticate.")
                 if self._transport is not None:
