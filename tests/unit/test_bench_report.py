@@ -18,7 +18,7 @@ def _row(rows: list, label: str) -> dict:
 
 def test_best_mode_is_highest_for_throughput_and_lowest_for_latency() -> None:
     results = {
-        "ours": _result(rps64=9000, p50_1=0.5, rss=300),
+        "ours": _result(rps64=5000, p50_1=0.5, rss=300),
         "rayserve": _result(rps64=1000, p50_1=1.0, rss=800),
         "rayserve-throughput": _result(rps64=3000, p50_1=2.0, rss=900),
         "rayserve-haproxy": _result(rps64=2000, p50_1=3.0, rss=700),
@@ -28,8 +28,8 @@ def test_best_mode_is_highest_for_throughput_and_lowest_for_latency() -> None:
     rps = _row(rows, "HTTP no-op req/s @64")
     assert rps["best_rayserve_mode"] == "rayserve-throughput"
     assert rps["best_rayserve"] == 3000
-    assert rps["ratio_ours_over_best_rayserve"] == 3.0
-    assert rps["status"] == "MISS"  # target >= 5x the best mode, not the default one (9x)
+    assert abs(rps["ratio_ours_over_best_rayserve"] - 5000 / 3000) < 1e-12
+    assert rps["status"] == "MISS"  # target >= 2x the best mode, not the default one (5x)
 
     p50 = _row(rows, "HTTP no-op p50 @1")
     assert p50["best_rayserve_mode"] == "rayserve"
