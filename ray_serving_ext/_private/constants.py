@@ -41,6 +41,10 @@ REQUEST_ID_HEADER = "x-request-id"
 
 # The direct TCP data path; RAY_SERVE_EXT_TRANSPORT=ray sends requests as Ray actor calls instead.
 USE_DIRECT_TRANSPORT = _env_str("RAY_SERVE_EXT_TRANSPORT", "tcp").lower() != "ray"
+# The proxy forwards plain HTTP requests from uvicorn's parser callbacks, skipping
+# the ASGI round (fast_http.py); RAY_SERVE_EXT_HTTP_FAST_PATH=0 sends every request
+# through the proxy's ASGI app instead.
+HTTP_FAST_PATH = _env_str("RAY_SERVE_EXT_HTTP_FAST_PATH", "1") not in ("0", "false", "False")
 # How often every serving process pushes its metrics and load to the controller.
 METRICS_PUSH_INTERVAL_S = _env_float("RAY_SERVE_EXT_METRICS_PUSH_INTERVAL_S", 1.0)
 # Bound on one config-file build task (a runtime_env with pip packages can take minutes).

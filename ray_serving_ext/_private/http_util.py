@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from starlette.responses import Response, StreamingResponse
 
@@ -29,6 +29,24 @@ _SCOPE_KEYS = (
     "headers",
     "subprotocols",
 )
+
+
+def match_route(routes: List[Tuple[str, str, str]], path: str) -> Optional[Tuple[str, str, str]]:
+    """The (prefix, app, deployment) of the longest route prefix `path` falls under
+    ('/a' covers '/a' and '/a/x', not '/ab'); `routes` are sorted longest first."""
+    for entry in routes:
+        prefix = entry[0]
+        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+            return entry
+    return None
+
+
+def route_path(scope: Dict[str, Any]) -> str:
+    """The path below http_options.root_path (uvicorn puts root_path in front of every path)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
 
 
 def forwardable_scope(scope: Dict[str, Any], route_prefix: str) -> Dict[str, Any]:
@@ -117,20 +135,28 @@ async def send_plain(send: Send, status: int, body: str, headers: Optional[List[
 class BufferedReceive:
     """An ASGI receive() that yields one buffered body, then waits for disconnect."""
 
+    __slots__ = ("_body", "_sent", "_disconnected", "_gone")
+
     def __init__(self, body: bytes) -> None:
         self._body = body
         self._sent = False
-        self._disconnected = asyncio.Event()
+        self._gone = False
+        self._disconnected: Optional[asyncio.Event] = None  # made only for an app that waits for it
 
     async def __call__(self) -> Message:
         if not self._sent:
             self._sent = True
             return {"type": "http.request", "body": self._body, "more_body": False}
-        await self._disconnected.wait()
+        if not self._gone:
+            if self._disconnected is None:
+                self._disconnected = asyncio.Event()
+            await self._disconnected.wait()
         return {"type": "http.disconnect"}
 
     def disconnect(self) -> None:
-        self._disconnected.set()
+        self._gone = True
+        if self._disconnected is not None:
+            self._disconnected.set()
 
 
 class StreamedReceive:

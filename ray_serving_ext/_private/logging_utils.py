@@ -30,6 +30,31 @@ def serve_logs_dir() -> str:
     return path
 
 
+class _Formatter(logging.Formatter):
+    """logging.Formatter whose date text is made once per second, not once per line
+    (strftime is a fifth of the cost of an access line)."""
+
+    _second = -1
+    _second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._second = second
+        return "%s,%03d" % (self._second_text, record.msecs)
+
+
+def log_access(logger: logging.Logger, pathname: str, lineno: int, msg: str, args: tuple,
+               extra: Dict[str, Any]) -> None:
+    """`logger.info(msg, *args, extra=extra)` for the one-per-request access line, with the
+    caller's file and line given rather than found by walking the stack each time."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, pathname, lineno, msg, args, None, None, extra))
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line, with the serve fields when a record carries them."""
 
@@ -68,7 +93,7 @@ def configure_component_logger(
         file_handler.setFormatter(JSONFormatter())
     else:
         file_handler.setFormatter(
-            logging.Formatter(f"%(levelname)s %(asctime)s {component} {component_id} %(filename)s:%(lineno)d - %(message)s")
+            _Formatter(f"%(levelname)s %(asctime)s {component} {component_id} %(filename)s:%(lineno)d - %(message)s")
         )
     # Access lines are buffered (flushed every push interval, at once for warnings)
     # so writing one per request does not cost a write system call each.

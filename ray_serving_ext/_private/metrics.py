@@ -100,6 +100,22 @@ AUTOSCALING_LOAD = Gauge(
 
 # ---- user metrics (ray_serving_ext.metrics) ------------------------------------------
 _USER_METRICS: Dict[str, Any] = {}
+_CHILDREN: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
+_MAX_CHILDREN = 100_000  # label sets are few (route x method x status); a bound all the same
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: labels() takes a lock and builds
+    a tuple each time, which is measurable on a path run for every request."""
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = metric.labels(*labels)
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = found
+    return found
+
+
 _USER_KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
 
 

@@ -19,9 +19,11 @@ from ray_serving_ext._private import metrics, tracing, transport
 from ray_serving_ext._private.cluster import get_controller
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
-from ray_serving_ext._private.constants import REQUEST_ID_HEADER, USE_DIRECT_TRANSPORT
-from ray_serving_ext._private.http_util import forwardable_scope, retry_after_headers, send_plain, uvicorn_ssl_kwargs
-from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
+from ray_serving_ext._private.constants import HTTP_FAST_PATH, REQUEST_ID_HEADER, USE_DIRECT_TRANSPORT
+from ray_serving_ext._private.http_util import (
+    forwardable_scope, match_route, retry_after_headers, route_path, send_plain, uvicorn_ssl_kwargs,
+)
+from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs, log_access
 from ray_serving_ext._private.request_body import BodyPump, read_body_head
 from ray_serving_ext._private.long_poll import LongPollClient
 from ray_serving_ext._private.router import Router
@@ -29,14 +31,6 @@ from ray_serving_ext.config import HTTPOptions, TracingConfig
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
 
 logger = logging.getLogger("ray_serving_ext.proxy")
-
-
-def match_route(routes: List[Tuple[str, str, str]], path: str) -> Optional[Tuple[str, str, str]]:
-    """Longest route prefix that `path` falls under ('/a' covers '/a' and '/a/x', not '/ab')."""
-    for prefix, app_name, deployment in routes:  # sorted longest first
-        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
-            return prefix, app_name, deployment
-    return None
 
 
 class ProxyASGIApp:
@@ -73,7 +67,7 @@ class ProxyASGIApp:
             return
         if scope["type"] != "http":
             return
-        path = _route_path(scope)
+        path = route_path(scope)
         if path == "/-/healthz":
             if self.draining:
                 await send_plain(send, 503, "This node is being drained.")
@@ -93,7 +87,7 @@ class ProxyASGIApp:
 
     async def _proxy_websocket(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         """Relay a WebSocket between the client and one replica's ingress app, both ways."""
-        match = match_route(self.routes, _route_path(scope))
+        match = match_route(self.routes, route_path(scope))
         if match is None:
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -153,19 +147,20 @@ class ProxyASGIApp:
         elapsed_ms = (time.perf_counter() - start) * 1000
         method = scope.get("method", "")
         code = str(status or 499)  # 499: the client went away before an answer
-        metrics.HTTP_REQUESTS.labels(route, method, app_name, code).inc()
-        metrics.HTTP_LATENCY.labels(route, app_name, method, code).observe(elapsed_ms)
+        metrics.child(metrics.HTTP_REQUESTS, route, method, app_name, code).inc()
+        metrics.child(metrics.HTTP_LATENCY, route, app_name, method, code).observe(elapsed_ms)
         if not status or status >= 400:
-            metrics.HTTP_ERRORS.labels(route, code, method, app_name).inc()
+            metrics.child(metrics.HTTP_ERRORS, route, code, method, app_name).inc()
         if self.access_log:
-            logger.info("%s %s %s %s %.1fms", request_id, method, scope["path"], code, elapsed_ms,
-                        extra={"request_id": request_id, "route": route, "method": method,
-                               "status": code, "app": app_name, "duration_ms": round(elapsed_ms, 3)})
+            log_access(logger, __file__, _ACCESS_LINE, "%s %s %s %s %.1fms",
+                       (request_id, method, scope["path"], code, elapsed_ms),
+                       {"request_id": request_id, "route": route, "method": method,
+                        "status": code, "app": app_name, "duration_ms": round(elapsed_ms, 3)})
 
     async def _handle_request(self, scope: Dict[str, Any], receive: Any, send: Any, request_id: str,
                               app_box: List[str]) -> None:
         rid_header = [(REQUEST_ID_HEADER, request_id)]
-        match = match_route(self.routes, _route_path(scope))
+        match = match_route(self.routes, route_path(scope))
         if match is None:
             await send_plain(
                 send, 404,
@@ -177,7 +172,7 @@ class ProxyASGIApp:
         app_box[0], app_box[1] = app_name, prefix
         if tracing.enabled:
             await tracing.trace_proxy_request(
-                scope, request_id, app_name, deployment, _route_path(scope), send,
+                scope, request_id, app_name, deployment, route_path(scope), send,
                 lambda traced_send: self._forward_matched(scope, receive, traced_send, request_id, match, True))
         else:
             await self._forward_matched(scope, receive, send, request_id, match, False)
@@ -269,12 +264,18 @@ class ProxyASGIApp:
                         state.finished = True
                     await send(message)
         except transport.ReplicaUnavailableError as exc:
-            router.mark_dead(call.replica_id)
-            _report_dead(router, call.replica_id, exc)
+            self.replica_died(router, call.replica_id, exc)
             raise _ReplicaDied(str(exc), exc.started) from exc
+
+    @staticmethod
+    def replica_died(router: Router, replica_id: str, exc: BaseException) -> None:
+        """A call found its replica dead: route around it, and tell the controller."""
+        router.mark_dead(replica_id)
+        _report_dead(router, replica_id, exc)
 
 
 MULTIPLEXED_MODEL_ID_HEADER = "serve_multiplexed_model_id"
+_ACCESS_LINE = ProxyASGIApp._record.__code__.co_firstlineno + 10  # where its log line is
 
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 
@@ -319,14 +320,6 @@ async def _pump_client_messages(receive: Any, call: Any) -> None:
             return
 
 
-def _route_path(scope: Dict[str, Any]) -> str:
-    """The path below http_options.root_path (uvicorn puts root_path in front of every path)."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if root and (path == root or path.startswith(root + "/")):
-        return path[len(root):] or "/"
-    return path
-
-
 def _header(scope: Dict[str, Any], name: str) -> Optional[str]:
     key = name.encode()
     for k, v in scope.get("headers", []):
@@ -352,6 +345,18 @@ async def _read_body(receive: Any) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _http_protocol(app: ProxyASGIApp) -> Any:
+    """uvicorn's httptools protocol, as the fast-path subclass unless it is turned off
+    (or the installed uvicorn lacks what the subclass builds on)."""
+    if HTTP_FAST_PATH:
+        from ray_serving_ext._private import fast_http
+
+        if fast_http.supported():
+            return fast_http.protocol_class(app)
+        logger.warning("This uvicorn lacks what the HTTP fast path needs; every request takes the ASGI path.")
+    return "httptools"
 
 
 class ProxyActor:
@@ -424,7 +429,7 @@ class ProxyActor:
             log_level="warning",
             # No dictConfig: it would close every logging handler in the process, ours included.
             log_config=None,
-            http="httptools",
+            http=_http_protocol(self._app),
             loop="none",
             timeout_keep_alive=self._http_options.keep_alive_timeout_s,
             root_path=self._http_options.root_path,

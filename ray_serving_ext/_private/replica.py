@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import time
+import types
 import traceback
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
@@ -31,7 +32,7 @@ from ray_serving_ext._private.constants import RECORD_AUTOSCALING_STATS_TIMEOUT_
 from ray_serving_ext._private.concurrency import ConcurrencyLimiter
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.http_util import BufferedReceive, StreamedReceive, plain_response_messages, to_response
-from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs
+from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs, log_access
 from ray_serving_ext._private.routing_stats import start_routing_stats
 from ray_serving_ext._private.user_callable import UserCallable
 from ray_serving_ext.multiplex import _set_models_listener as set_models_listener
@@ -140,6 +141,7 @@ class ReplicaActor:
         # Before the first request can arrive: spans need the tracer in place.
         tracing.setup_tracing("replica", f"{self._app_name}_{self._deployment_name}_{self._replica_id}",
                               await get_controller().get_tracing_config.remote())
+        _bypass_actor_wrappers(self)
         self._server, self._port = await transport.start_server(self._token, self._handle_transport, local_node_ip())
         set_models_listener(self._models_changed)
         gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
@@ -254,10 +256,10 @@ class ReplicaActor:
     def _access_log(self, meta: RequestMetadata, status: str, start: float) -> None:
         method = meta.http_method or meta.call_method
         route = meta.route or "-"
-        logger.info(
-            "%s %s %s %s %.1fms",
-            meta.request_id, route, method, status, (time.perf_counter() - start) * 1000,
-            extra={
+        log_access(
+            logger, __file__, _ACCESS_LINE, "%s %s %s %s %.1fms",
+            (meta.request_id, route, method, status, (time.perf_counter() - start) * 1000),
+            {
                 "request_id": meta.request_id, "route": route, "method": method, "status": status,
                 "app": self._app_name, "deployment": self._deployment_name, "replica": self._replica_id,
             },
@@ -308,10 +310,10 @@ class ReplicaActor:
 
     def _record(self, meta: RequestMetadata, status: str, start: float, failed: bool) -> None:
         labels = (self._deployment_name, self._replica_id, meta.route or "", self._app_name)
-        metrics.REPLICA_REQUESTS.labels(*labels).inc()
-        metrics.REPLICA_LATENCY.labels(*labels).observe((time.perf_counter() - start) * 1000)
+        metrics.child(metrics.REPLICA_REQUESTS, *labels).inc()
+        metrics.child(metrics.REPLICA_LATENCY, *labels).observe((time.perf_counter() - start) * 1000)
         if failed:
-            metrics.REPLICA_ERRORS.labels(*labels).inc()
+            metrics.child(metrics.REPLICA_ERRORS, *labels).inc()
         if self._access_log_enabled:
             self._access_log(meta, status, start)
 
@@ -438,7 +440,10 @@ class ReplicaActor:
                         {"type": "http.response.body", "body": response.body, "more_body": False},
                     ])
                 else:
-                    await response(scope, receive, send)
+                    try:
+                        await response(scope, receive, send)
+                    finally:  # a StreamingResponse's generator, when its stream ends early
+                        await _close_quietly(getattr(response, "body_iterator", None))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -454,6 +459,20 @@ class ReplicaActor:
             await emit(pending[:])
 
 
+
+
+_ACCESS_LINE = ReplicaActor._access_log.__code__.co_firstlineno + 3  # where its log line is
+
+# Methods run for every request. Ray wraps each method of an actor class for
+# its tracing (an extra call, and an extra coroutine for async methods, on every
+# call even with tracing off); requests arrive on the direct transport, never as
+# actor calls, so the replica calls these as plain functions.
+_HOT_PATH = ("_handle_transport", "_run_request", "_record", "_access_log", "_serve_http", "_get_limiter")
+
+
+def _bypass_actor_wrappers(replica: ReplicaActor) -> None:
+    for name in _HOT_PATH:
+        setattr(replica, name, types.MethodType(getattr(ReplicaActor, name), replica))
 
 
 def _start_autoscaling_stats(replica: ReplicaActor) -> Optional[asyncio.Task]:
@@ -513,9 +532,24 @@ def _is_plain(response: Any) -> bool:
 
 
 async def _drain(agen: AsyncIterator[Any], emit: Callable[[Any], Awaitable[None]]) -> None:
-    """Send each item of `agen`; awaiting `emit` (flow control) holds the generator back."""
-    async for item in agen:
-        await emit(item)
+    """Send each item of `agen`; awaiting `emit` (flow control) holds the generator back.
+    However it ends (cancelled by a caller gone away, too), the generator is closed now."""
+    try:
+        async for item in agen:
+            await emit(item)
+    finally:
+        await _close_quietly(agen)
+
+
+async def _close_quietly(agen: Any) -> None:
+    """Close an async generator now, so its `finally` runs at once rather than whenever
+    the collector finds it (a cancelled stream's generator is left suspended at a yield)."""
+    aclose = getattr(agen, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # already running elsewhere, or raising on close: nothing to add
+            pass
 
 
 class _Outcome:

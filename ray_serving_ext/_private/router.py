@@ -269,6 +269,37 @@ class Router:
             return call
         raise DeploymentUnavailableError(self.deployment_id, "no replica could be reached")
 
+    def assign_nowait(self, request: Request) -> Optional[transport.TransportCall]:
+        """assign_request without waiting, for the common case; None when it would have to wait.
+
+        Sends at once when a replica has room and its connection is open, no
+        request is queued before this one, and the built-in router chooses.
+        Otherwise (queueing, connecting, a custom router, the Ray-call fallback,
+        a deployment that is gone) returns None having done nothing, and the
+        caller uses assign_request, which then decides as it always does.
+        """
+        if self._custom is not None or self._waiters or not self._updated.is_set() or not self._exists:
+            return None
+        replica = self._choose(request.metadata.multiplexed_model_id)
+        if replica is None or not replica.port or not USE_DIRECT_TRANSPORT:
+            return None
+        rid = replica.replica_id
+        conn = self._conns.get(rid)
+        if conn is None or conn.closed:
+            return None
+        self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
+        try:
+            call = conn.request(request)
+        except transport.ReplicaUnavailableError:
+            self._release(rid)
+            self.mark_dead(rid)
+            return None
+        except BaseException:
+            self._release(rid)
+            raise
+        call.add_done_callback(lambda: self._release(rid))
+        return call
+
     async def _assign_custom(self, request: Request) -> Any:
         """assign_request with the custom request router choosing (same limits, retries and sending)."""
         custom = self._custom

@@ -132,29 +132,47 @@ class FrameReader:
     A header whose length exceeds `max_frame` raises FrameTooLargeError as soon
     as the header is read (its payload is never buffered), and again on every
     later feed: the stream cannot be resynchronised, so the connection must close.
+
+    Payloads are bytes-like (bytes or bytearray). One of at least
+    LARGE_PAYLOAD_BYTES that has not fully arrived is read into a bytearray of
+    its size as its pieces come, so each of its bytes is copied once here (a
+    1 MiB HTTP body would otherwise be copied three times: appended to the
+    buffer, sliced out, made bytes).
     """
+
+    LARGE_PAYLOAD_BYTES = 64 * 1024
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
         self._error: Optional[FrameTooLargeError] = None
+        # The large payload being filled: (frame type, request id, target, bytes filled).
+        self._large: Optional[Tuple[int, int, bytearray, int]] = None
 
     def set_max_frame(self, max_frame: int) -> None:
         """Change the limit; raises FrameTooLargeError if a frame already begun exceeds it."""
         self.max_frame = max_frame
-        if len(self._buf) >= HEADER.size:
+        length = -1
+        if self._large is not None:
+            length = len(self._large[2])
+        elif len(self._buf) >= HEADER.size:
             length = HEADER.unpack_from(self._buf, 0)[0]
-            if length > max_frame:
-                self._buf = bytearray()
-                self._error = FrameTooLargeError(length, max_frame)
-                raise self._error
+        if length > max_frame:
+            self._buf = bytearray()
+            self._large = None
+            self._error = FrameTooLargeError(length, max_frame)
+            raise self._error
 
-    def feed(self, data: bytes) -> List[Tuple[int, int, bytes]]:
+    def feed(self, data: bytes) -> List[Tuple[int, int, Any]]:
         if self._error is not None:
             raise self._error
-        self._buf += data
-        frames = []
+        frames: List[Tuple[int, int, Any]] = []
+        if self._large is not None:
+            data = self._fill(data, frames)
+            if not data:
+                return frames
         buf = self._buf
+        buf += data
         offset = 0
         size = HEADER.size
         while len(buf) - offset >= size:
@@ -165,12 +183,32 @@ class FrameReader:
                 raise self._error
             end = offset + size + length
             if len(buf) < end:
+                if length >= self.LARGE_PAYLOAD_BYTES:  # the rest is read straight into its own buffer
+                    target = bytearray(length)
+                    have = len(buf) - offset - size
+                    target[:have] = memoryview(buf)[offset + size:]
+                    self._large = (ftype, rid, target, have)
+                    offset = len(buf)
                 break
-            frames.append((ftype, rid, bytes(buf[offset + size:end])))
+            frames.append((ftype, rid, buf[offset + size:end]))  # a bytearray slice: one copy
             offset = end
         if offset:
             del buf[:offset]
         return frames
+
+    def _fill(self, data: bytes, frames: List[Tuple[int, int, Any]]) -> Any:
+        """Copy into the large payload being filled; returns what follows it in `data`."""
+        ftype, rid, target, have = self._large  # type: ignore[misc]
+        take = min(len(target) - have, len(data))
+        view = memoryview(data)
+        target[have:have + take] = view[:take]
+        have += take
+        if have < len(target):
+            self._large = (ftype, rid, target, have)
+            return b""
+        self._large = None
+        frames.append((ftype, rid, target))
+        return view[take:]
 
 
 from ray_serving_ext.exceptions import ReplicaUnavailableError as _PublicReplicaUnavailableError  # noqa: E402
@@ -195,10 +233,54 @@ class ReplicaUnavailableError(_PublicReplicaUnavailableError):
         return (type(self), (self._detail, self.started, self.replica_id))
 
 
+class _FrameWriter:
+    """At most two writes per event-loop iteration, however many frames are sent in it.
+
+    The first frame of an iteration goes out at once, so the other end starts
+    on it while this one goes on; later frames of the same iteration are kept
+    and leave together when the loop next runs its ready callbacks (before it
+    waits for I/O again). A proxy under load sends many requests to one replica
+    per iteration, and a replica answering writes STARTED, ITEM and END: each
+    would otherwise be a write (and a wake-up of the other end) of its own.
+    A frame sent with `eager=False` (STARTED: the caller has nothing to do with
+    it alone) never goes out by itself at once; it rides with what follows.
+    """
+
+    _transport: Optional[asyncio.Transport]
+
+    def _init_writer(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self._out: List[bytes] = []
+        self._flush_scheduled = False
+        self._write_loop = loop
+
+    def _can_write(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def _write(self, frames: List[bytes], eager: bool = True) -> None:
+        if not self._can_write():
+            return
+        if self._flush_scheduled:  # this iteration already wrote: keep it for the flush
+            self._out.extend(frames)
+            return
+        self._flush_scheduled = True
+        self._write_loop.call_soon(self._flush)  # type: ignore[union-attr]
+        if eager:
+            self._transport.writelines(frames)  # type: ignore[union-attr]
+        else:
+            self._out.extend(frames)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and self._can_write():
+            self._transport.writelines(out)  # type: ignore[union-attr]
+
+
 # ---------------------------------------------------------------------------------------
 # Client side
 # ---------------------------------------------------------------------------------------
 _END = object()
+END_OF_STREAM = _END  # what a TransportCall's listener gets when the stream ends
 
 
 class TransportCall:
@@ -210,8 +292,8 @@ class TransportCall:
     `send_inbound`, which waits while the replica's inbound credit is spent.
     """
 
-    __slots__ = ("request_id", "conn", "started", "_future", "_queue", "_callbacks", "done", "replica_id",
-                 "_window", "_taken", "_inbound_credit", "_inbound_ok")
+    __slots__ = ("request_id", "conn", "started", "_future", "_streaming", "_queue_", "_callbacks", "done",
+                 "replica_id", "_window", "_taken", "_inbound_credit", "_inbound_ok", "listener")
 
     def __init__(self, conn: "ReplicaConnection", request_id: int, streaming: bool, replica_id: str,
                  window: int = 0) -> None:
@@ -222,12 +304,25 @@ class TransportCall:
         self.done = False
         loop = conn.loop
         self._future: Optional[asyncio.Future] = None if streaming else loop.create_future()
-        self._queue: Optional[asyncio.Queue] = asyncio.Queue() if streaming else None
+        self._streaming = streaming
+        self._queue_: Optional[asyncio.Queue] = None  # made when first needed (a listener may take all)
         self._callbacks: List[Callable[[], None]] = []
         self._window = window
         self._taken = 0  # bytes taken since credit was last given back
         self._inbound_credit = 0
         self._inbound_ok: Optional[asyncio.Event] = None
+        # A stream's consumer may take its items as callbacks instead (the proxy's
+        # fast path): listener(item) returns True when it took the item, and False
+        # to have it (and what follows, once it set `listener` to None) queued.
+        # listener(END) and listener(exception) end the call.
+        self.listener: Optional[Callable[[Any], bool]] = None
+
+    @property
+    def _queue(self) -> Optional[asyncio.Queue]:
+        """A stream's queue of items not yet taken (None for a unary call)."""
+        if self._queue_ is None and self._streaming:
+            self._queue_ = asyncio.Queue()
+        return self._queue_
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
         if self.done:
@@ -258,10 +353,17 @@ class TransportCall:
                 self._future.set_result(value)
             self._finish()
         elif ftype == ITEM:
-            if self._queue is not None:
-                self._queue.put_nowait(_Sized(pickle.loads(payload), len(payload)))
+            value = pickle.loads(payload)
+            listener = self.listener
+            if listener is not None and listener(value):
+                self._give_credit(len(payload))
+            elif self._queue is not None:
+                self._queue.put_nowait(_Sized(value, len(payload)))
         elif ftype == END:
-            if self._queue is not None:
+            listener = self.listener
+            if listener is not None:
+                listener(_END)
+            elif self._queue is not None:
                 self._queue.put_nowait(_END)
             self._finish()
         elif ftype == ERROR:
@@ -274,7 +376,11 @@ class TransportCall:
     def _fail(self, exc: BaseException) -> None:
         if self._future is not None and not self._future.done():
             self._future.set_exception(exc)
-        if self._queue is not None:
+        listener = self.listener
+        if listener is not None and not self.done:
+            self.listener = None
+            listener(exc)
+        elif self._queue is not None:
             self._queue.put_nowait(exc)
         self._finish()
 
@@ -330,16 +436,18 @@ class TransportCall:
     def cancel(self) -> None:
         if self.done:
             return
+        self.listener = None  # whoever cancels has stopped listening
         self.conn.send(CANCEL, self.request_id)
         from ray_serving_ext.exceptions import RequestCancelledError
 
         if self._future is not None and not self._future.done():
             self._future.cancel()
-        if self._queue is not None:
+        if self._streaming:
+            queue = self._queue
             # What was queued is dropped now: a cancelled stream holds no memory.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(RequestCancelledError())
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(RequestCancelledError())
         self._finish()
 
 
@@ -361,10 +469,11 @@ def _load_error(payload: bytes) -> BaseException:
         return cause
 
 
-class ReplicaConnection(asyncio.Protocol):
+class ReplicaConnection(_FrameWriter, asyncio.Protocol):
     """A multiplexed connection from this process to one replica, on one event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, replica_id: str) -> None:
+        self._init_writer(loop)
         self.loop = loop
         self.replica_id = replica_id
         self.calls: Dict[int, TransportCall] = {}
@@ -415,12 +524,12 @@ class ReplicaConnection(asyncio.Protocol):
         self.calls.clear()
 
     def send(self, ftype: int, rid: int, payload: bytes = b"") -> None:
-        if self._transport is not None and not self.closed:
-            self._transport.writelines(encode(ftype, rid, payload))
+        if not self.closed:
+            self._write(encode(ftype, rid, payload))
 
     def send_frames(self, frames: List[bytes]) -> None:
-        if self._transport is not None and not self.closed:
-            self._transport.writelines(frames)
+        if not self.closed:
+            self._write(frames)
 
     def request(self, request: Request, window: int = STREAM_WINDOW_BYTES) -> TransportCall:
         """Send a request (pickled here); returns the call in flight.
@@ -448,6 +557,7 @@ class ReplicaConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            self._flush()  # what was written goes out before the close
             self._transport.close()
 
     def close_when_idle(self) -> None:
@@ -480,18 +590,25 @@ class ServerStream:
     gives its credit back.
     """
 
-    __slots__ = ("_proto", "rid", "inbound", "credit", "_room", "_read")
+    __slots__ = ("_proto", "rid", "_inbound", "credit", "_room", "_read")
 
     def __init__(self, proto: "ReplicaServerProtocol", rid: int) -> None:
         self._proto = proto
         self.rid = rid
-        self.inbound: asyncio.Queue = asyncio.Queue()  # the caller's INBOUND messages, as _Sized
+        self._inbound: Optional[asyncio.Queue] = None
         self.credit = 0
         self._room: Optional[asyncio.Event] = None
         self._read = 0  # inbound bytes read since credit was last given back
 
+    @property
+    def inbound(self) -> asyncio.Queue:
+        """The caller's INBOUND messages, as _Sized (made when first needed: most requests have none)."""
+        if self._inbound is None:
+            self._inbound = asyncio.Queue()
+        return self._inbound
+
     def started(self) -> None:
-        self._proto.send(STARTED, self.rid)
+        self._proto.send(STARTED, self.rid, eager=False)
 
     async def item(self, value: Any) -> None:
         payload = dumps(value)
@@ -550,11 +667,12 @@ class ServerStream:
         self._proto.send(ERROR, self.rid, payload)
 
 
-class ReplicaServerProtocol(asyncio.Protocol):
+class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
     """Replica end of one caller's connection."""
 
     def __init__(self, token: str, handler: Handler, max_frame: int = MAX_FRAME_BYTES,
                  hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
+        self._init_writer(None)  # the loop is known once connected
         self._token = token.encode()
         self._handler = handler
         self._authed = False
@@ -571,6 +689,7 @@ class ReplicaServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._write_loop = asyncio.get_running_loop()
         _set_nodelay(transport)
         self._hello_timer = asyncio.get_running_loop().call_later(self._hello_timeout_s, self._hello_overdue)
 
@@ -666,13 +785,11 @@ class ReplicaServerProtocol(asyncio.Protocol):
         self._transport = None
         self.resume_writing()  # wake writers: they see `lost` and stop
 
-    def send(self, ftype: int, rid: int, payload: bytes = b"") -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(encode(ftype, rid, payload))
+    def send(self, ftype: int, rid: int, payload: bytes = b"", eager: bool = True) -> None:
+        self._write(encode(ftype, rid, payload), eager)
 
     def send_frames(self, frames: List[bytes]) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(frames)
+        self._write(frames)
 
 
 async def start_server(token: str, handler: Handler, host: str) -> Tuple[asyncio.AbstractServer, int]:

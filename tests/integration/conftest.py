@@ -13,6 +13,7 @@ import pytest
 import ray
 
 import ray_serving_ext as serve
+from ray_serving_ext import api as serve_api
 from tests.utils import free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,8 +72,11 @@ def serve_session(serve_instance):
 
 
 def _delete_all_apps() -> None:
-    for name in list(serve.status().applications):
-        serve.delete(name)
+    """Delete what a test left, all at once: their graceful shutdowns overlap (as
+    `serve.delete` does for one app, it returns when every one is gone)."""
+    names = list(serve.status().applications)
+    if names:
+        serve_api._get_client().delete_apps(names, blocking=True)
 
 
 @pytest.fixture

@@ -46,6 +46,27 @@ def test_several_frames_in_one_chunk():
     assert FrameReader().feed(_wire(FRAMES)) == FRAMES
 
 
+def test_large_payloads_in_pieces_between_small_frames():
+    """A payload past LARGE_PAYLOAD_BYTES is filled in its own buffer as it arrives, whatever the cut points."""
+    import random
+
+    big = bytes(random.Random(7).getrandbits(8) for _ in range(300_000))
+    frames = [(REQUEST, 1, b"a"), (ITEM, 2, big), (END, 2, b""), (ITEM, 3, big[:FrameReader.LARGE_PAYLOAD_BYTES]),
+              (RESULT, 4, b"tail")]
+    data = _wire(frames)
+    rng = random.Random(11)
+    for _ in range(30):
+        reader, got, pos = FrameReader(), [], 0
+        while pos < len(data):
+            step = rng.choice([1, 7, 13, 4096, 65536, 200_000, len(data)])
+            got += reader.feed(data[pos:pos + step])
+            pos += step
+        assert [(t, r, bytes(p)) for t, r, p in got] == frames
+    reader = FrameReader(max_frame=1024)  # a large frame is refused at its header, before any filling
+    with pytest.raises(FrameTooLargeError):
+        reader.feed(HEADER.pack(len(big), ITEM, 9) + big[:1000])
+
+
 def test_oversized_header_raises_before_its_payload_arrives():
     reader = FrameReader(max_frame=16)
     assert reader.feed(_wire([(RESULT, 1, b"0123456789abcdef")])) == [(RESULT, 1, b"0123456789abcdef")]
