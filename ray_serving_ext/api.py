@@ -200,11 +200,18 @@ def _logging_config_dict(logging_config: Any) -> Optional[Dict[str, Any]]:
 
 
 def _wait_for_proxies(client: ServeControllerClient, timeout_s: float) -> None:
-    """Return once every proxy has started (or failed to: status() then says so), bounded."""
+    """Return once every proxy has started (or failed to: status() then says so, and a
+    warning is logged here with the reason, e.g. a port in use), bounded."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        proxies = client.get_serve_status().proxies
+        status = client.get_serve_status()
+        proxies = status.proxies
         if proxies and all(s in (ProxyStatus.HEALTHY, ProxyStatus.UNHEALTHY) for s in proxies.values()):
+            for node_id, state in proxies.items():
+                if state == ProxyStatus.UNHEALTHY:
+                    logger.warning("The HTTP proxy on node %s is not serving: %s. `serve.status()` shows it "
+                                   "UNHEALTHY until it is.", node_id,
+                                   status.proxy_messages.get(node_id, "see its log under logs/serve/"))
             return
         time.sleep(0.05)
 

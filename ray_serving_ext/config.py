@@ -22,7 +22,8 @@ from pydantic import (
 
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
-    ReplicasPerNode, SSLOptions, Strategy, check_json_serializable, check_num_replicas, check_replicas_per_node,
+    ProxyAuthOptions, ProxyLimitOptions, ReplicasPerNode, SSLOptions, Strategy, check_json_serializable,
+    check_num_replicas, check_replicas_per_node,
 )
 from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext._private.constants import (
@@ -397,7 +398,7 @@ def _normalise_proxy_location(value: Any) -> Optional[ProxyLocation]:
     )
 
 
-class HTTPOptions(SSLOptions):
+class HTTPOptions(SSLOptions, ProxyAuthOptions, ProxyLimitOptions):
     """HTTP proxy options as passed to ``serve.start(http_options=...)``.
 
     A dict with the same keys is accepted wherever an ``HTTPOptions`` is; unknown

@@ -151,6 +151,9 @@ class ServeStatus:
     proxies: Dict[str, ProxyStatus] = field(default_factory=dict)
     applications: Dict[str, ApplicationStatusOverview] = field(default_factory=dict)
     target_capacity: Optional[float] = None
+    # Why a proxy is not healthy, by node id (e.g. its port is in use); only
+    # unhealthy proxies with a known reason appear. Not in Ray Serve's ServeStatus.
+    proxy_messages: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """A plain-data copy of every field (enums as strings)."""
@@ -160,11 +163,14 @@ class ServeStatus:
         """Exactly what Ray Serve's `serve status` prints: proxies, applications
         (status, message, last_deployed_time_s, deployments: status,
         status_trigger, replica_states, message) and target_capacity, as plain data."""
-        return {
+        view = {
             "proxies": {node: _plain(s) for node, s in self.proxies.items()},
             "applications": {name: app.status_view() for name, app in self.applications.items()},
             "target_capacity": self.target_capacity,
         }
+        if self.proxy_messages:  # only when a proxy is unhealthy for a known reason
+            view["proxy_messages"] = dict(self.proxy_messages)
+        return view
 
 
 def _plain(value: Any) -> Any:

@@ -173,3 +173,48 @@ class SSLOptions(BaseModel):
     @classmethod
     def _ssl_pair(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
         return check_ssl_pair(value, info.data.get("ssl_certfile"))
+
+
+class ProxyAuthOptions(BaseModel):
+    """Bearer API keys the proxies require (not in Ray Serve), shared by ``HTTPOptions``
+    and the config file's ``http_options``.
+
+    ``api_keys_file`` is a path on each proxy's node holding one key per line
+    (blank lines and ``#`` comments ignored); the proxy reads it again within a
+    second of it changing, so keys rotate without a restart.
+    ``api_keys_env`` names an environment variable of the proxies' processes
+    (set where the Ray node starts, e.g. from a Kubernetes Secret) holding
+    comma-separated keys. With either set, every request but the probes
+    (``/-/healthz``, ``/-/routes``) needs ``Authorization: Bearer <key>``.
+    """
+
+    api_keys_file: Optional[str] = None
+    api_keys_env: Optional[str] = None
+
+    @field_validator("api_keys_file", "api_keys_env")
+    @classmethod
+    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty string or null")
+        return value
+
+
+class ProxyLimitOptions(BaseModel):
+    """What one client may ask of a proxy (not in Ray Serve), shared by ``HTTPOptions`` and
+    the config file's ``http_options``. Defaults are generous; each may be null (no limit).
+
+    - ``max_request_body_bytes``: a longer body (declared or sent) gets 413.
+    - ``max_header_bytes``: a request line plus headers longer than this gets 431.
+    - ``header_timeout_s``: a request whose headers have not all arrived this long after
+      its first byte gets 408 (slowloris).
+    - ``body_timeout_s``: a body that stops arriving for this long gets 408.
+    - ``max_connections``: connections one proxy holds at once; one more gets 503 and is closed.
+    - ``metrics_endpoint``: whether ``/-/metrics`` is served on the proxies' port.
+    """
+
+    max_request_body_bytes: Optional[int] = Field(default=1024 * 1024 * 1024, gt=0)
+    max_header_bytes: Optional[int] = Field(default=64 * 1024, gt=0)
+    header_timeout_s: Optional[float] = Field(default=30.0, gt=0)
+    body_timeout_s: Optional[float] = Field(default=60.0, gt=0)
+    max_connections: Optional[int] = Field(default=10_000, gt=0)
+    metrics_endpoint: bool = True

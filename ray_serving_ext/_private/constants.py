@@ -26,6 +26,12 @@ def _env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+def env_value(name: str) -> str:
+    """The current value of a variable the user named (e.g. `http_options.api_keys_env`),
+    read when asked rather than at import: "" when unset."""
+    return os.environ.get(name, "")
+
+
 # The release; `ray_serving_ext.__version__` and checkpoints carry it.
 VERSION = "0.1.0"
 

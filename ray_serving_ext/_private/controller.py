@@ -242,6 +242,7 @@ class ServeController:
     async def get_serve_status(self) -> ServeStatus:
         return ServeStatus(
             proxies=self._proxies.statuses(),
+            proxy_messages=self._proxies.messages(),
             applications=self._apps.status_overviews(),
             target_capacity=self._target_capacity,
         )

@@ -34,9 +34,12 @@ from typing import Any, List, Optional, Tuple
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ray_serving_ext._private.http_limits import LimitedHttpToolsProtocol, Limits
+
 from ray_serving_ext._private import tracing, transport
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.constants import BODY_STREAM_THRESHOLD_BYTES, REQUEST_ID_HEADER, USE_DIRECT_TRANSPORT
+from ray_serving_ext._private.proxy_auth import authorization_header
 from ray_serving_ext._private.http_util import (
     forwardable_scope, match_route, plain_response_messages, retry_after_headers, route_path,
 )
@@ -56,9 +59,10 @@ def supported() -> bool:
     return all(hasattr(HttpToolsProtocol, name) for name in needed)
 
 
-def protocol_class(app: Any) -> type:
-    """An HttpToolsProtocol subclass forwarding for `app` (a proxy.ProxyASGIApp)."""
-    return type("FastHTTPProtocol", (FastHTTPProtocol,), {"proxy_app": app})
+def protocol_class(app: Any, limits: Limits, fast: bool = True) -> type:
+    """The proxy's uvicorn protocol for `app` (a proxy.ProxyASGIApp): `limits` enforced,
+    and plain requests forwarded without the ASGI round unless `fast` is False."""
+    return type("FastHTTPProtocol", (FastHTTPProtocol,), {"proxy_app": app, "limits": limits, "fast": fast})
 
 
 class _Fast:
@@ -92,6 +96,8 @@ def _plan(app: Any, scope: dict) -> Optional[_Fast]:
     path = route_path(scope)
     if path.startswith("/-/"):
         return None
+    if app.api_keys.enabled and app.api_keys.check(authorization_header(scope["headers"])) is not None:
+        return None  # the ASGI app answers 401
     request_id = model_id = ""
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -121,10 +127,11 @@ def _drive(coro: Any) -> None:
     raise RuntimeError("a response write had to wait")
 
 
-class FastHTTPProtocol(HttpToolsProtocol):
+class FastHTTPProtocol(LimitedHttpToolsProtocol):
     """uvicorn's httptools protocol, forwarding plain requests without the ASGI round."""
 
     proxy_app: Any = None
+    fast = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -133,7 +140,7 @@ class FastHTTPProtocol(HttpToolsProtocol):
     # ---- uvicorn's hooks --------------------------------------------------------------
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         fast = getattr(cycle, "fast", None)
-        if fast is None and app is self.app:  # not limit_concurrency's 503 app
+        if fast is None and app is self.app and self.fast:  # not limit_concurrency's 503 app
             fast = _plan(self.proxy_app, cycle.scope)
             cycle.fast = fast
         if fast is None:
@@ -151,7 +158,8 @@ class FastHTTPProtocol(HttpToolsProtocol):
         # A fast request's body is bounded by its declared length: its pieces are kept
         # and joined once (uvicorn's bytearray would copy it twice), and reading is not
         # paused past 64 KiB as uvicorn does until an app receives.
-        fast.chunks.append(body)
+        if self._account_body(body):
+            fast.chunks.append(body)
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
@@ -238,6 +246,10 @@ class FastHTTPProtocol(HttpToolsProtocol):
             return True
         if isinstance(item, BaseException):
             self._failed(cycle, fast, call, item)
+            return True
+        if cycle.disconnected or self.transport.is_closing():  # the client is gone (or being closed)
+            self._stop(fast)
+            self._finish(cycle, fast)
             return True
         if cycle.flow.write_paused:  # the client is slow: the answer waits for it, in a task
             call.listener = None
@@ -406,6 +418,8 @@ class _Collector:
 
     def release(self) -> None:
         parts = self._parts
+        if self._real.is_closing():  # closed meanwhile: nothing can be written any more
+            return
         if len(parts) == 1:
             self._real.write(parts[0])
         elif parts:

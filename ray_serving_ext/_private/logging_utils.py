@@ -109,3 +109,41 @@ def flush_logs() -> None:
     """Write out buffered log records of this process."""
     for handler in logging.getLogger(SERVE_LOGGER_NAME).handlers:
         handler.flush()
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through at most `per_second` records a second (each second's excess is
+    counted and reported with the next record that passes)."""
+
+    def __init__(self, per_second: int = 5) -> None:
+        super().__init__()
+        self.per_second = per_second
+        self._second = -1
+        self._count = 0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._count = second, 0
+        self._count += 1
+        if self._count > self.per_second:
+            self._dropped += 1
+            return False
+        if self._dropped:
+            record.msg = f"{record.msg} ({self._dropped} similar lines dropped)"
+            self._dropped = 0
+        return True
+
+
+def route_uvicorn_logs() -> None:
+    """uvicorn's own warnings (one per malformed request) and the event loop's errors (a
+    client connection that broke a protocol) go to this process's serve log, rate-limited,
+    instead of to stderr: a client sending junk cannot flood the disk."""
+    ours = [h for h in logging.getLogger(SERVE_LOGGER_NAME).handlers if getattr(h, "_serve_component", False)]
+    for name in ("uvicorn.error", "uvicorn", "asyncio"):
+        uv = logging.getLogger(name)
+        uv.handlers = list(ours)
+        uv.propagate = False
+        if not any(isinstance(f, RateLimitFilter) for f in uv.filters):
+            uv.addFilter(RateLimitFilter())

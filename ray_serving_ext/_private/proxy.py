@@ -16,16 +16,20 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ray_serving_ext._private import metrics, tracing, transport
-from ray_serving_ext._private.cluster import get_controller
+from ray_serving_ext._private.cluster import get_controller, local_node_ip
 from ray_serving_ext._private.common import DeploymentID, Request, RequestMetadata, new_request_id
 from ray_serving_ext._private.event_loop import get_router_loop
 from ray_serving_ext._private.constants import HTTP_FAST_PATH, REQUEST_ID_HEADER, USE_DIRECT_TRANSPORT
 from ray_serving_ext._private.http_util import (
     forwardable_scope, match_route, retry_after_headers, route_path, send_plain, uvicorn_ssl_kwargs,
 )
-from ray_serving_ext._private.logging_utils import configure_component_logger, flush_logs, log_access
+from ray_serving_ext._private.logging_utils import (
+    configure_component_logger, flush_logs, log_access, route_uvicorn_logs,
+)
 from ray_serving_ext._private.request_body import BodyPump, read_body_head
 from ray_serving_ext._private.long_poll import LongPollClient
+from ray_serving_ext._private.proxy_auth import OPEN_PATHS, ApiKeys, authorization_header, unauthorized_messages
+from ray_serving_ext._private.proxy_bind import bind_sockets, describe_bind_error
 from ray_serving_ext._private.router import Router
 from ray_serving_ext.config import HTTPOptions, TracingConfig
 from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableError
@@ -36,9 +40,11 @@ logger = logging.getLogger("ray_serving_ext.proxy")
 class ProxyASGIApp:
     """The ASGI app uvicorn runs: health, routes, and forwarding to replicas."""
 
-    def __init__(self, request_timeout_s: Optional[float], node_id: str) -> None:
+    def __init__(self, request_timeout_s: Optional[float], node_id: str, api_keys: Optional[ApiKeys] = None) -> None:
         self.request_timeout_s = request_timeout_s
         self.node_id = node_id
+        self.api_keys = api_keys or ApiKeys(None, None)
+        self.metrics_endpoint = True  # http_options.metrics_endpoint: False makes /-/metrics a 404
         self.routes: List[Tuple[str, str, str]] = []
         self.routers: Dict[DeploymentID, Router] = {}
         self.draining = False
@@ -62,6 +68,8 @@ class ProxyASGIApp:
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             return
+        if self.api_keys.enabled and not await self._authorized(scope, send):
+            return
         if scope["type"] == "websocket":
             await self._proxy_websocket(scope, receive, send)
             return
@@ -75,7 +83,10 @@ class ProxyASGIApp:
                 await send_plain(send, 200, "success")
             return
         if path == "/-/metrics":
-            await self._serve_metrics(send)
+            if self.metrics_endpoint:
+                await self._serve_metrics(send)
+            else:
+                await send_plain(send, 404, "The metrics endpoint is turned off (http_options.metrics_endpoint).")
             return
         if path == "/-/routes":
             body = json.dumps({prefix: app for prefix, app, _ in self.routes})
@@ -84,6 +95,24 @@ class ProxyASGIApp:
             await send({"type": "http.response.body", "body": body.encode()})
             return
         await self._proxy_request(scope, receive, send)
+
+    async def _authorized(self, scope: Dict[str, Any], send: Any) -> bool:
+        """Whether the request may go on (probes always may); if not, it has been answered:
+        401 with WWW-Authenticate for HTTP, a policy-violation close for a WebSocket."""
+        if scope["type"] not in ("http", "websocket") or route_path(scope) in OPEN_PATHS:
+            return True
+        reason = self.api_keys.check(authorization_header(scope.get("headers", [])))
+        if reason is None:
+            return True
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # refused before accept: HTTP 403
+            return False
+        start = time.perf_counter()
+        request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
+        for message in unauthorized_messages(reason, request_id):
+            await send(message)
+        self._record(scope, request_id, "", "", 401, start)
+        return False
 
     async def _proxy_websocket(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         """Relay a WebSocket between the client and one replica's ingress app, both ways."""
@@ -134,11 +163,19 @@ class ProxyASGIApp:
         async def tracking_send(message: Dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-            await send(message)
+            try:
+                await send(message)
+            except RuntimeError as exc:  # uvloop refuses writes once the client's socket closed
+                if "closed" in str(exc):
+                    status_box[0] = 0
+                    raise _ClientGone() from None
+                raise
 
         request_id = _header(scope, REQUEST_ID_HEADER) or new_request_id()
         try:
             await self._handle_request(scope, receive, tracking_send, request_id, app_box)
+        except _ClientGone:
+            pass  # recorded as 499 below
         finally:
             self._record(scope, request_id, app_box[0], app_box[1], status_box[0], start)
 
@@ -275,6 +312,10 @@ class ProxyASGIApp:
 
 
 MULTIPLEXED_MODEL_ID_HEADER = "serve_multiplexed_model_id"
+# A proxy whose port is taken tries again after 0.5 s, 1 s, then every 2 s: it
+# serves within 2 s of the port being freed.
+BIND_RETRY_INITIAL_S = 0.5
+BIND_RETRY_MAX_S = 2.0
 _ACCESS_LINE = ProxyASGIApp._record.__code__.co_firstlineno + 10  # where its log line is
 
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
@@ -292,6 +333,10 @@ class _RequestState:
         self.started = False
         self.finished = False
         self.pump = pump
+
+
+class _ClientGone(Exception):
+    """The client's connection closed while its answer was being written."""
 
 
 class _ReplicaDied(Exception):
@@ -347,15 +392,16 @@ async def _read_body(receive: Any) -> bytes:
     return b"".join(chunks)
 
 
-def _http_protocol(app: ProxyASGIApp) -> Any:
-    """uvicorn's httptools protocol, as the fast-path subclass unless it is turned off
-    (or the installed uvicorn lacks what the subclass builds on)."""
-    if HTTP_FAST_PATH:
-        from ray_serving_ext._private import fast_http
+def _http_protocol(app: ProxyASGIApp, http_options: HTTPOptions) -> Any:
+    """uvicorn's httptools protocol with the proxy's limits, forwarding plain requests without
+    the ASGI round unless that is turned off; plain uvicorn if the installed uvicorn lacks
+    what the subclass builds on (then no limits, and a warning says so)."""
+    from ray_serving_ext._private import fast_http
+    from ray_serving_ext._private.http_limits import Limits
 
-        if fast_http.supported():
-            return fast_http.protocol_class(app)
-        logger.warning("This uvicorn lacks what the HTTP fast path needs; every request takes the ASGI path.")
+    if fast_http.supported():
+        return fast_http.protocol_class(app, Limits(http_options), fast=HTTP_FAST_PATH)
+    logger.warning("This uvicorn lacks what the proxy's protocol builds on: no request limits, no fast path.")
     return "httptools"
 
 
@@ -371,17 +417,22 @@ class ProxyActor:
                  tracing_config: Optional[TracingConfig] = None) -> None:
         self._node_id = node_id
         self._http_options = http_options
-        self._app = ProxyASGIApp(http_options.request_timeout_s, node_id)
+        self._app = ProxyASGIApp(http_options.request_timeout_s, node_id,
+                                 ApiKeys(http_options.api_keys_file, http_options.api_keys_env))
         logging_config = logging_config or {}
         self._app.access_log = logging_config.get("enable_access_log", True)
+        self._app.metrics_endpoint = http_options.metrics_endpoint
         self._server: Any = None
         self._serve_task: Optional[asyncio.Task] = None
         self._long_poll: Optional[LongPollClient] = None
         self._started_at = time.time()
+        self._host = http_options.host or "127.0.0.1"
+        self._bind_error = ""  # why the port could not be bound, while it cannot
         configure_component_logger(
             "proxy", node_id[:16], encoding=logging_config.get("encoding", "TEXT"),
             level=logging_config.get("log_level", "INFO"), logs_dir=logging_config.get("logs_dir"),
         )
+        route_uvicorn_logs()
         tracing.setup_tracing("proxy", node_id[:16], tracing_config)
         self._loop = get_router_loop()
         # Start serving right away, so a proxy restarted by Ray serves again
@@ -399,11 +450,13 @@ class ProxyActor:
         await self._start()
         deadline = time.monotonic() + 30
         while not self._server.started:
+            if self._bind_error:  # the proxy keeps trying; until then it is unhealthy, and says why
+                raise RuntimeError(f"HTTP proxy cannot serve: {self._bind_error}")
             if self._serve_task is not None and self._serve_task.done():
                 exc = self._serve_task.exception()
                 raise RuntimeError(
                     f"HTTP proxy failed to start on {self._http_options.host}:{self._http_options.port}: "
-                    f"{exc or 'the server exited (is the port in use?)'}"
+                    f"{exc or 'the server exited'}"
                 )
             if time.monotonic() > deadline:
                 raise TimeoutError("HTTP proxy did not start within 30s.")
@@ -422,24 +475,49 @@ class ProxyActor:
             self._app,
             # host is None only with an explicit proxy_location overriding the
             # "no host, no proxy" rule; serve on localhost then, as before.
-            host=self._http_options.host or "127.0.0.1",
+            host=self._host,
             port=self._http_options.port,
             lifespan="off",
             access_log=False,
             log_level="warning",
             # No dictConfig: it would close every logging handler in the process, ours included.
             log_config=None,
-            http=_http_protocol(self._app),
+            http=_http_protocol(self._app, self._http_options),
             loop="none",
             timeout_keep_alive=self._http_options.keep_alive_timeout_s,
             root_path=self._http_options.root_path,
             **uvicorn_ssl_kwargs(self._http_options),
         )
         self._server = uvicorn.Server(config)
-        self._serve_task = loop.create_task(self._server.serve())
+        self._serve_task = loop.create_task(self._bind_and_serve())
         # Everything loaded so far lives as long as the process: keep it out of
         # the collector's way, which shortens GC pauses on the request path.
         gc.freeze()
+
+    async def _bind_and_serve(self) -> None:
+        """Bind the port (retrying with backoff while it is taken), then serve until shut down."""
+        port = self._http_options.port
+        delay = BIND_RETRY_INITIAL_S
+        while True:
+            try:
+                sockets = bind_sockets(self._host, port)
+                break
+            except OSError as exc:
+                error = describe_bind_error(exc, self._host, port, local_node_ip())
+                if error != self._bind_error:
+                    logger.error("HTTP proxy on node %s: %s.", self._node_id, error)
+                self._bind_error = error
+                if self._server.should_exit:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BIND_RETRY_MAX_S)
+        if self._bind_error:
+            logger.info("HTTP proxy on node %s bound %s:%d; serving.", self._node_id, self._host, port)
+        self._bind_error = ""
+        try:
+            await self._server.serve(sockets=sockets)
+        except SystemExit as exc:  # uvicorn exits on start-up errors; that must not end this loop
+            raise RuntimeError(f"uvicorn stopped while starting (exit status {exc.code})") from None
 
     async def check_health(self) -> None:
         await self.ready()

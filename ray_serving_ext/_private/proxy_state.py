@@ -34,10 +34,17 @@ def _took(rec: ProxyRecord, call: PendingCall) -> bool:
         call.result()
     except Exception as exc:
         rec.status = ProxyStatus.UNHEALTHY
-        rec.error = str(exc)
+        rec.error = _reason(exc)
         return False
     rec.status = ProxyStatus.HEALTHY
+    rec.error = ""
     return True
+
+
+def _reason(exc: BaseException) -> str:
+    """The proxy's own error message, without Ray's task-error wrapping and traceback."""
+    cause = getattr(exc, "cause", None)
+    return str(cause) if isinstance(cause, BaseException) else str(exc).strip().splitlines()[-1]
 
 
 class ProxyStateManager:
@@ -103,6 +110,11 @@ class ProxyStateManager:
     def statuses(self) -> Dict[str, ProxyStatus]:
         """Each proxy's status by node id."""
         return {node_id: rec.status for node_id, rec in self.proxies.items()}
+
+    def messages(self) -> Dict[str, str]:
+        """Why each proxy that is not healthy is not (port in use, ...), by node id."""
+        return {node_id: rec.error for node_id, rec in self.proxies.items()
+                if rec.error and rec.status != ProxyStatus.HEALTHY}
 
     def shutdown(self) -> List[Any]:
         refs = []

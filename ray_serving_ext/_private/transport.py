@@ -355,14 +355,14 @@ class TransportCall:
         elif ftype == ITEM:
             value = pickle.loads(payload)
             listener = self.listener
-            if listener is not None and listener(value):
+            if listener is not None and self._tell(listener, value):
                 self._give_credit(len(payload))
-            elif self._queue is not None:
+            elif self._queue is not None and not self.done:
                 self._queue.put_nowait(_Sized(value, len(payload)))
         elif ftype == END:
             listener = self.listener
             if listener is not None:
-                listener(_END)
+                self._tell(listener, _END)
             elif self._queue is not None:
                 self._queue.put_nowait(_END)
             self._finish()
@@ -373,13 +373,23 @@ class TransportCall:
             if self._inbound_ok is not None and self._inbound_credit > 0:
                 self._inbound_ok.set()
 
+    def _tell(self, listener: Callable[[Any], bool], item: Any) -> bool:
+        """Hand `item` to the listener. Whatever it raises stays with this call (it is
+        cancelled): it must never reach the connection, which other calls share."""
+        try:
+            return listener(item)
+        except Exception:
+            logger.exception("A stream's listener failed; cancelling request %d.", self.request_id)
+            self.cancel()
+            return True
+
     def _fail(self, exc: BaseException) -> None:
         if self._future is not None and not self._future.done():
             self._future.set_exception(exc)
         listener = self.listener
         if listener is not None and not self.done:
             self.listener = None
-            listener(exc)
+            self._tell(listener, exc)
         elif self._queue is not None:
             self._queue.put_nowait(exc)
         self._finish()

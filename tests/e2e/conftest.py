@@ -129,10 +129,22 @@ def job_cluster(tmp_path_factory: pytest.TempPathFactory):
     yield from _cluster(tmp_path_factory, dashboard=True)
 
 
-def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool):
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Like ray_cluster, with Ray's token authentication on (RAY_AUTH_MODE=token and a
+    RAY_AUTH_TOKEN that the head and every child of the test share)."""
+    import secrets
+
+    yield from _cluster(tmp_path_factory, dashboard=False, auth_token=secrets.token_hex(16))
+
+
+def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_token: str = ""):
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = _child_env(address)
+    if auth_token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=auth_token)
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
     dashboard_port = free_port() if dashboard else 0
     log_path = tmp_path_factory.mktemp("ray_cluster") / "ray_start.log"
     with open(log_path, "w") as log:

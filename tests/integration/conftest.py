@@ -43,13 +43,15 @@ class ServeInstance:
         self.url = ""
         self.admin_url = ""  # the controller's admin HTTP API (on a free loopback port)
 
-    def ensure(self, **http_options) -> str:
+    def ensure(self, port: int = 0, **http_options) -> str:
+        """The instance with these HTTP options (on `port`, or a free one), restarted if it differs."""
         wanted = {"host": "127.0.0.1", **http_options}
-        if self.options is not None and {k: v for k, v in self.options.items() if k != "port"} == wanted:
+        if self.options is not None and {k: v for k, v in self.options.items() if k != "port"} == wanted \
+                and port in (0, self.options["port"]):
             return self.url
         if self.options is not None:
             serve.shutdown()
-        port, admin_port = free_port(), free_port()
+        port, admin_port = port or free_port(), free_port()
         serve.start(http_options={**wanted, "port": port},
                     controller_options={"runtime_env": {"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": str(admin_port)}}})
         self.options = {**wanted, "port": port}
