@@ -4,7 +4,9 @@
 # which the API-surface test compares against; celery, the task consumer
 # tests' adapter; tracing, OpenTelemetry) under ci/constraints.txt (so pip
 # never backtracks through the lockstep-released fsspec/s3fs/gcsfs or the
-# botocore family), then run the whole test suite. Extra arguments go to pytest.
+# botocore family), then run the whole test suite (tests/e2e beside tests/unit
+# and tests/integration, as two pytest runs at once). Extra arguments go to one
+# pytest run instead.
 #
 # INSTALL_TIMEOUT_S (default 0: none) fails the run when the install takes
 # longer than that many seconds; .ci/run sets it so that a resolver that
@@ -27,8 +29,26 @@ fi
 echo "ci/test.sh: installed in $(( $(date +%s) - started ))s with $(python -m pip --version | cut -d' ' -f1-2)"
 
 set +e
-python -m pytest -q -p no:cacheprovider --durations=15 "$@"
-status=$?
+if [ "$#" -gt 0 ]; then  # a selection: one pytest run, as given
+  python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+  status=$?
+else
+  # The whole suite as two pytest runs at once: the e2e tests (their own
+  # subprocess clusters) beside unit + integration (one shared local Ray).
+  # Most of the suite's time is waiting (drains, restarts, polls), so on 2
+  # cores the two overlap well; each half's output is printed whole.
+  e2e_log="$(mktemp /tmp/ray_serving_ext_e2e.XXXXXX)"
+  python -m pytest -q -p no:cacheprovider --durations=10 tests/e2e >"$e2e_log" 2>&1 &
+  e2e_pid=$!
+  python -m pytest -q -p no:cacheprovider --durations=15 tests/unit tests/integration
+  status=$?
+  wait "$e2e_pid"
+  e2e_status=$?
+  echo "---------------- tests/e2e (run alongside) ----------------"
+  cat "$e2e_log"
+  rm -f "$e2e_log"
+  if [ "$status" -eq 0 ]; then status=$e2e_status; fi
+fi
 set -e
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests" >&2

@@ -35,10 +35,11 @@ from ray_serving_ext._private.config_deploy import (
     deploy_config,
 )
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, VERSION, default_ray_address
+from ray_serving_ext._private.rest_client import RestClient, is_http_address
 from ray_serving_ext.config import HTTPOptions, ProxyLocation, TracingConfig, format_validation_error
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
-from ray_serving_ext.schema import ServeStatus
+from ray_serving_ext.schema import ServeInstanceDetails, ServeStatus
 
 PROG_NAME = "serve-ext"
 # How long to wait for a "host:port" cluster address to accept a connection.
@@ -56,7 +57,8 @@ def _address_option(default: Any = _default_address) -> Any:
         default=default,
         show_default="$RAY_ADDRESS or auto",
         type=str,
-        help="Address of the running Ray cluster (host:port), or 'auto'.",
+        help="Address of the running Ray cluster (host:port), or 'auto'; for deploy, status, config and "
+             "shutdown also an http:// address of Serve's REST API (RAY_SERVE_EXT_ADMIN_PORT).",
     )
 
 
@@ -353,8 +355,14 @@ def deploy(
     """Validate, build, send the goal, return without waiting for RUNNING."""
     env = _runtime_env(runtime_env_json, working_dir)
     schema, is_file = load_target(config_or_import_path, arguments, name, None, env)
-    connect(address)
-    _deploy(schema, is_file, declarative=True)
+    if is_http_address(address):  # Ray Serve's REST API: the instance builds and deploys it
+        try:
+            RestClient(address).deploy(schema.model_dump(mode="json", exclude_unset=True))
+        except RayServeException as exc:
+            raise _fail(str(exc)) from None
+    else:
+        connect(address)
+        _deploy(schema, is_file, declarative=True)
     click.echo(
         "\nSent deploy request successfully.\n"
         f" * Use `{PROG_NAME} status` to check applications' statuses.\n"
@@ -451,8 +459,10 @@ def _status_view(status: ServeStatus) -> Dict[str, Any]:
 @click.option("--name", "-n", default=None, type=str, help="Only this application's status.")
 def status(address: str, name: Optional[str]) -> None:
     """YAML of `serve.status()`."""
-    client = _require_client(address)
-    view = _status_view(client.get_serve_status())
+    if is_http_address(address):
+        view = ServeInstanceDetails.model_validate(_rest_details(address))._get_status().status_view()
+    else:
+        view = _status_view(_require_client(address).get_serve_status())
     if name is None:
         click.echo(dump_yaml(view), nl=False)
         return
@@ -466,8 +476,11 @@ def status(address: str, name: Optional[str]) -> None:
 @click.option("--name", "-n", default=None, type=str, help="Only this application's config.")
 def config(address: str, name: Optional[str]) -> None:
     """YAML of each application's goal config (apps deployed from Python have none)."""
-    client = _require_client(address)
-    configs = {n: c for n, c in client.get_app_configs().items() if c is not None}
+    if is_http_address(address):
+        apps = _rest_details(address).get("applications", {})
+        configs = {n: a.get("deployed_app_config") for n, a in apps.items() if a.get("deployed_app_config")}
+    else:
+        configs = {n: c for n, c in _require_client(address).get_app_configs().items() if c is not None}
     if name is not None:
         if name not in configs:
             raise _fail(f'No config has been deployed for application "{name}".')
@@ -484,7 +497,7 @@ def config(address: str, name: Optional[str]) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Bypass the confirmation prompt.")
 def shutdown(address: str, yes: bool) -> None:
     """Delete everything and stop the controller; returns when it is gone."""
-    client = _require_client(address)
+    client = None if is_http_address(address) else _require_client(address)
     if not yes:
         click.confirm(
             f"This will shut down Serve on the cluster at '{address}' and delete all applications "
@@ -492,10 +505,21 @@ def shutdown(address: str, yes: bool) -> None:
             abort=True,
         )
     try:
+        if client is None:
+            RestClient(address).shutdown()
+            click.echo("Sent the shutdown request; applications will be deleted asynchronously.")
+            return
         client.shutdown()
     except RayServeException as exc:
         raise _fail(str(exc)) from None
     click.echo("Serve has been shut down; all applications were deleted.")
+
+
+def _rest_details(address: str) -> Dict[str, Any]:
+    try:
+        return RestClient(address).details()
+    except RayServeException as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

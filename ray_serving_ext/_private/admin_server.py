@@ -8,6 +8,15 @@
   deployment, 412 when the app does not enable external scaling or the
   deployment is being deleted.
 
+- `PUT /api/serve/applications/` with a `ServeDeploySchema` body applies it
+  declaratively, as `serve-ext deploy` does (apps it does not name are
+  deleted): 200 once the body is valid (the build and deploy follow in the
+  background, `config_apply.py`), 400 with each field's dotted path when not.
+- `DELETE /api/serve/applications/` shuts Serve down (Ray Serve's meaning):
+  200, then every app is deleted and the controller exits.
+- `GET /api/ray/version` answers the version check Ray's `serve` CLI and the
+  KubeRay operator make first.
+
 It runs on the controller's own event loop, so a request reads the live state
 without a Ray call. It binds `RAY_SERVE_EXT_ADMIN_HOST` (loopback by default)
 and `RAY_SERVE_EXT_ADMIN_PORT`; port 0 serves nothing. A port that cannot be
@@ -25,28 +34,60 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ray_serving_ext._private.common import DeploymentID
+from ray_serving_ext.config import format_validation_error
+from ray_serving_ext.config_file import ServeDeploySchema
 from ray_serving_ext.exceptions import DeploymentIsBeingDeletedError, ExternalScalerDisabledError
 from ray_serving_ext.schema import APIType, ScaleDeploymentRequest
 
 logger = logging.getLogger("ray_serving_ext.controller")
 
+API_VERSION = "0"  # the dashboard API's own version string, as Ray's job and serve SDKs read it
 GetDetails = Callable[[Optional[str]], Awaitable[Dict[str, Any]]]
 Scale = Callable[[DeploymentID, int], Awaitable[None]]
 
 
-def build_app(get_details: GetDetails, scale: Scale) -> Starlette:
+def build_app(get_details: GetDetails, scale: Scale, apply_config: Optional[Callable[[Any], None]] = None,
+              shutdown: Optional[Callable[[], None]] = None) -> Starlette:
     """The admin API's routes over the controller's own methods."""
 
-    async def applications(request: Request) -> JSONResponse:
+    async def applications(request: Request) -> Response:
+        if request.method == "PUT":
+            return await put_applications(request)
+        if request.method == "DELETE":
+            if shutdown is None:
+                return JSONResponse({"error": "Not supported here."}, status_code=405)
+            shutdown()
+            return Response(status_code=200)
         api_type = request.query_params.get("api_type")
         if api_type is not None and api_type not in APIType.get_valid_user_values():
             return JSONResponse({"error": f"Invalid api_type {api_type!r}; expected one of "
                                           f"{APIType.get_valid_user_values()}."}, status_code=400)
         return JSONResponse(await get_details(api_type))
+
+    async def put_applications(request: Request) -> Response:
+        if apply_config is None:
+            return JSONResponse({"error": "Not supported here."}, status_code=405)
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError as exc:
+            return PlainTextResponse(f"The request body is not JSON: {exc}", status_code=400)
+        try:
+            schema = ServeDeploySchema.model_validate(body)
+        except ValidationError as exc:
+            return PlainTextResponse(f"Invalid Serve config:\n{format_validation_error(exc)}", status_code=400)
+        apply_config(schema)
+        return Response(status_code=200)
+
+    async def version(request: Request) -> JSONResponse:
+        import ray
+
+        return JSONResponse({"version": API_VERSION, "ray_version": ray.__version__,
+                             "ray_commit": getattr(ray, "__commit__", "")})
 
     async def scale_deployment(request: Request) -> JSONResponse:
         app_name, name = request.path_params["application_name"], request.path_params["deployment_name"]
@@ -67,8 +108,9 @@ def build_app(get_details: GetDetails, scale: Scale) -> Starlette:
         return JSONResponse({"message": "Scaling request received. Deployment will get scaled asynchronously."})
 
     return Starlette(routes=[
-        Route("/api/serve/applications/", applications, methods=["GET"]),
-        Route("/api/serve/applications", applications, methods=["GET"]),
+        Route("/api/serve/applications/", applications, methods=["GET", "PUT", "DELETE"]),
+        Route("/api/serve/applications", applications, methods=["GET", "PUT", "DELETE"]),
+        Route("/api/ray/version", version, methods=["GET"]),
         Route("/api/v1/applications/{application_name}/deployments/{deployment_name}/scale", scale_deployment,
               methods=["POST"]),
     ])

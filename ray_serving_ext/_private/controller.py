@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from ray_serving_ext._private import admin_server, details
 from ray_serving_ext._private.admin_server import AdminServer
+from ray_serving_ext._private.config_apply import ConfigApplier
 from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
 from ray_serving_ext._private.checkpoint import CheckpointManager, RayInternalKVStore
@@ -73,7 +74,9 @@ class ServeController:
         self._target_capacity: Optional[float] = None
         self._recovered = self._recover()
         self._loop_task = asyncio.get_event_loop().create_task(self._run_control_loop())
-        self._admin = AdminServer(admin_server.build_app(self.get_serve_instance_details, self._scale_externally),
+        self._config_applier = ConfigApplier(self, asyncio.get_event_loop())
+        self._admin = AdminServer(admin_server.build_app(self.get_serve_instance_details, self._scale_externally,
+                                                         self._config_applier.submit, self._shutdown_from_api),
                                   ADMIN_HOST, ADMIN_PORT)
         self._admin.start()
 
@@ -364,6 +367,12 @@ class ServeController:
         for name in list(self._apps.apps):
             self._apps.delete(name)
         self._checkpoint.clear()
+
+    def _shutdown_from_api(self) -> None:
+        """DELETE /api/serve/applications/: shut down in the background and end this actor
+        for good, as `serve.shutdown()` does from a driver."""
+        self._config_applier.stop()
+        self._api_shutdown = asyncio.get_event_loop().create_task(self._exit_after_shutdown())
 
     async def graceful_shutdown(self, timeout_s: float = 60.0) -> bool:
         """Delete every application, stop proxies; True when all replicas are gone in time."""
