@@ -19,26 +19,6 @@ from tests.utils import free_port
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-# Modules that restart the shared instance with other HTTP options (or shut it
-# down) run after all the others, in this order: then the instance goes back to
-# its default options at most once, at the very end, instead of after each of them.
-RESTARTING_MODULES = ("test_rest_api.py", "test_proxy_bind.py", "test_proxy_auth.py", "test_proxy_limits.py",
-                      "test_https.py", "test_timeouts.py", "test_tracing.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Move RESTARTING_MODULES' tests after the other integration tests (a stable sort:
-    every other test, and every test outside this directory, keeps its place)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    ours = [i for i, item in enumerate(items) if os.path.dirname(str(item.path)) == here]
-    if not ours:
-        return
-    rank = {name: n + 1 for n, name in enumerate(RESTARTING_MODULES)}
-    mine = sorted((items[i] for i in ours), key=lambda item: rank.get(os.path.basename(str(item.path)), 0))
-    for slot, item in zip(ours, mine):
-        items[slot] = item
-
-
 @pytest.fixture(scope="package")
 def ray_session():
     if ray.is_initialized():
