@@ -269,11 +269,7 @@ class FastHTTPProtocol(LimitedHttpToolsProtocol):
         return True
 
     def _write(self, cycle: Any, fast: _Fast, message: dict) -> None:
-        if message["type"] == "http.response.start":
-            message = _with_request_id(message, fast.request_id)
-            fast.started = True
-            fast.status = message["status"]
-        _drive(cycle.send(message))
+        _drive(cycle.send(_noted(fast, message)))
 
     async def _write_slowly(self, cycle: Any, fast: _Fast, call: Any, first: List[dict]) -> None:
         """The rest of a response, written as the client reads (its credit given back as it goes)."""
@@ -299,11 +295,7 @@ class FastHTTPProtocol(LimitedHttpToolsProtocol):
             self._finish(cycle, fast)
 
     async def _write_async(self, cycle: Any, fast: _Fast, message: dict) -> None:
-        if message["type"] == "http.response.start":
-            message = _with_request_id(message, fast.request_id)
-            fast.started = True
-            fast.status = message["status"]
-        await cycle.send(message)
+        await cycle.send(_noted(fast, message))
 
     # ---- endings ----------------------------------------------------------------------
     def _failed(self, cycle: Any, fast: _Fast, call: Any, exc: BaseException) -> None:
@@ -426,6 +418,15 @@ class _Collector:
             self._real.writelines(parts)  # one writev, the body not copied
         if self._close:
             self._real.close()
+
+
+def _noted(fast: _Fast, message: dict) -> dict:
+    """`message`, with the request id header added when it starts the response (then noted on `fast`)."""
+    if message["type"] == "http.response.start":
+        message = _with_request_id(message, fast.request_id)
+        fast.started = True
+        fast.status = message["status"]
+    return message
 
 
 def _with_request_id(message: dict, request_id: str) -> dict:
