@@ -58,7 +58,8 @@ def _address_option(default: Any = _default_address) -> Any:
         show_default="$RAY_ADDRESS or auto",
         type=str,
         help="Address of the running Ray cluster (host:port), or 'auto'; for deploy, status, config and "
-             "shutdown also an http:// address of Serve's REST API (RAY_SERVE_EXT_ADMIN_PORT).",
+             "shutdown also an http:// address of Serve's REST API (RAY_SERVE_EXT_ADMIN_PORT; "
+             "$RAY_SERVE_EXT_API_KEY is sent as its Bearer key).",
     )
 
 

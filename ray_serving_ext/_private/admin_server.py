@@ -21,6 +21,14 @@ It runs on the controller's own event loop, so a request reads the live state
 without a Ray call. It binds `RAY_SERVE_EXT_ADMIN_HOST` (loopback by default)
 and `RAY_SERVE_EXT_ADMIN_PORT`; port 0 serves nothing. A port that cannot be
 bound is logged and the controller carries on without the API.
+
+API keys, as on the proxy: `RAY_SERVE_EXT_ADMIN_API_KEYS_FILE` (one key per
+line, re-read within a second of changing) and `RAY_SERVE_EXT_ADMIN_API_KEYS_ENV`
+(the name of a variable holding comma-separated keys). With either set, every
+path needs `Authorization: Bearer <key>` (401 otherwise), and with none
+loadable everything is refused. Ray's clients (its `serve` CLI, the KubeRay
+operator) send `Authorization: Bearer <token>` when Ray's token auth is on, so
+`RAY_SERVE_EXT_ADMIN_API_KEYS_ENV=RAY_AUTH_TOKEN` makes the cluster's token the key.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ray_serving_ext._private.common import DeploymentID
+from ray_serving_ext._private.common import DeploymentID, new_request_id
+from ray_serving_ext._private.proxy_auth import ApiKeys, authorization_header, unauthorized_messages
 from ray_serving_ext.config import format_validation_error
 from ray_serving_ext.config_file import ServeDeploySchema
 from ray_serving_ext.exceptions import DeploymentIsBeingDeletedError, ExternalScalerDisabledError
@@ -116,13 +125,37 @@ def build_app(get_details: GetDetails, scale: Scale, apply_config: Optional[Call
     ])
 
 
+class RequireApiKey:
+    """ASGI middleware: every HTTP request needs one of `keys` as a Bearer token, else a 401."""
+
+    def __init__(self, app: Any, keys: ApiKeys) -> None:
+        self._app = app
+        self._keys = keys
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            reason = self._keys.check(authorization_header(scope.get("headers", [])))
+            if reason is not None:
+                for message in unauthorized_messages(reason, new_request_id()):
+                    await send(message)
+                return
+        await self._app(scope, receive, send)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class AdminServer:
     """Serves `build_app(...)` on one port, on the current event loop (see the module docstring)."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self._app = app
+    def __init__(self, app: Starlette, host: str, port: int, api_keys: Optional[ApiKeys] = None) -> None:
+        self._app: Any = app
         self.host = host
         self.port = port
+        self._keys = api_keys if api_keys is not None and api_keys.enabled else None
+        if self._keys is not None:
+            self._app = RequireApiKey(app, self._keys)
         self._server: Optional[uvicorn.Server] = None
         self._task: Optional[asyncio.Task] = None
 
@@ -143,7 +176,11 @@ class AdminServer:
                                 loop="none")
         self._server = uvicorn.Server(config)
         self._task = asyncio.get_event_loop().create_task(self._server.serve(sockets=[sock]))
-        logger.info("Admin API on http://%s:%d", self.host, self.port)
+        logger.info("Admin API on http://%s:%d%s", self.host, self.port, " (API keys required)" if self._keys else "")
+        if self._keys is None and not _is_loopback(self.host):
+            logger.warning("The admin API listens on %s without API keys: anyone who reaches port %d can deploy "
+                           "code. Set RAY_SERVE_EXT_ADMIN_API_KEYS_FILE or RAY_SERVE_EXT_ADMIN_API_KEYS_ENV.",
+                           self.host, self.port)
         return True
 
     async def stop(self) -> None:

@@ -105,6 +105,9 @@ TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
 # ControllerOptions(runtime_env={"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": "8266"}}).
 ADMIN_HOST = _env_str("RAY_SERVE_EXT_ADMIN_HOST", "127.0.0.1")
 ADMIN_PORT = _env_int("RAY_SERVE_EXT_ADMIN_PORT", 0)
+# Its API keys (admin_server.py): a keys file, and/or the name of a variable holding keys.
+ADMIN_API_KEYS_FILE = _env_str("RAY_SERVE_EXT_ADMIN_API_KEYS_FILE", "")
+ADMIN_API_KEYS_ENV = _env_str("RAY_SERVE_EXT_ADMIN_API_KEYS_ENV", "")
 # ---- request routing (Ray Serve's names and defaults) ---------------------------------
 # Backoff of a custom request router while no replica it chose has room
 # (RequestRouterConfig's defaults for initial_backoff_s, backoff_multiplier, max_backoff_s).

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from ray_serving_ext._private import admin_server, details
 from ray_serving_ext._private.admin_server import AdminServer
+from ray_serving_ext._private.proxy_auth import ApiKeys
 from ray_serving_ext._private.config_apply import ConfigApplier
 from ray_serving_ext._private.application_state import ApplicationStateManager
 from ray_serving_ext._private.build import BuiltApplication
@@ -25,7 +26,9 @@ from ray_serving_ext._private.cluster import (
     local_node_ip, named_serve_actors,
 )
 from ray_serving_ext._private.common import DeploymentID, parse_replica_actor_name
-from ray_serving_ext._private.constants import ADMIN_HOST, ADMIN_PORT, CONTROL_LOOP_INTERVAL_S, CONTROLLER_NAME
+from ray_serving_ext._private.constants import (
+    ADMIN_API_KEYS_ENV, ADMIN_API_KEYS_FILE, ADMIN_HOST, ADMIN_PORT, CONTROL_LOOP_INTERVAL_S, CONTROLLER_NAME,
+)
 from ray_serving_ext._private.deployment_state import DeploymentStateManager
 from ray_serving_ext._private.logging_utils import configure_component_logger
 from ray_serving_ext._private.long_poll import LongPollHost
@@ -77,7 +80,8 @@ class ServeController:
         self._config_applier = ConfigApplier(self, asyncio.get_event_loop())
         self._admin = AdminServer(admin_server.build_app(self.get_serve_instance_details, self._scale_externally,
                                                          self._config_applier.submit, self._shutdown_from_api),
-                                  ADMIN_HOST, ADMIN_PORT)
+                                  ADMIN_HOST, ADMIN_PORT,
+                                  ApiKeys(ADMIN_API_KEYS_FILE or None, ADMIN_API_KEYS_ENV or None))
         self._admin.start()
 
     # ---- recovery ----------------------------------------------------------------------

@@ -4,11 +4,16 @@ With `--address http://host:port` (the controller's admin API, see
 `admin_server.py`, or Ray Serve's dashboard) the CLI does not join the Ray
 cluster: `deploy` PUTs the config, `status` and `config` read
 `ServeInstanceDetails`, `shutdown` DELETEs, as Ray's own `serve` CLI does.
+
+When the API requires keys, `RAY_SERVE_EXT_API_KEY` is sent as a Bearer token;
+without it, and with Ray's token auth on (`RAY_AUTH_MODE=token`), Ray's token
+(`RAY_AUTH_TOKEN`) is sent, as Ray's own clients do.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any, Dict, Optional, Tuple
@@ -23,6 +28,14 @@ def is_http_address(address: str) -> bool:
     return address.startswith(("http://", "https://"))
 
 
+def bearer_key() -> str:
+    """The key the CLI presents: RAY_SERVE_EXT_API_KEY, else Ray's token when token auth is on, else ""."""
+    key = os.environ.get("RAY_SERVE_EXT_API_KEY", "").strip()
+    if not key and os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        key = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    return key
+
+
 class RestClient:
     """Calls on the REST API at `address`; errors are RayServeException with the server's answer."""
 
@@ -31,8 +44,11 @@ class RestClient:
 
     def _request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Tuple[int, str]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.address + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
+        headers = {"Content-Type": "application/json"} if data else {}
+        key = bearer_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.address + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
                 return resp.status, resp.read().decode("utf-8", "replace")

@@ -56,3 +56,50 @@ def test_serve_on_a_token_auth_cluster(token_cluster):
 
     assert token_cluster.cli("shutdown", "-y").returncode == 0
     wait_for_condition(lambda: token_cluster.serve_actor_names() == [], timeout=60)
+
+
+def _ray_serve_cli(env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from ray.serve.scripts import cli; cli()", *args],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_admin_api_takes_the_clusters_token_as_its_key(token_cluster, tmp_path):
+    """The KubeRay-with-auth set-up: the admin API's key is Ray's token (RAY_SERVE_EXT_ADMIN_API_KEYS_ENV
+    names RAY_AUTH_TOKEN), so Ray's own `serve` CLI, which sends the token, deploys; without it, 401."""
+    probe = subprocess.run([sys.executable, "-c", "import ray.serve.scripts"], capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip("Ray's serve CLI (ray[serve], the bench extra) is not installed")
+    port, admin_port = free_port(), free_port()
+    admin = f"http://127.0.0.1:{admin_port}"
+    env_vars = {"RAY_SERVE_EXT_ADMIN_PORT": str(admin_port), "RAY_SERVE_EXT_ADMIN_API_KEYS_ENV": "RAY_AUTH_TOKEN"}
+    out = _driver(token_cluster.env, f"""
+        from ray_serving_ext.config import ControllerOptions
+        ray.init(address="{token_cluster.address}")
+        serve.start(detached=True, http_options={{"host": "127.0.0.1", "port": {port}}},
+                    controller_options=ControllerOptions(runtime_env={{"env_vars": {env_vars!r}}}))
+    """)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert wait_for_condition(lambda: requests.get(f"{admin}/api/ray/version", timeout=5).status_code, timeout=30) == 401
+    config = tmp_path / "config.yaml"
+    config.write_text("applications:\n  - name: hello\n    route_prefix: /hello\n    import_path: examples.hello:app\n")
+
+    deployed = _ray_serve_cli(token_cluster.env, "deploy", "--address", admin, str(config))
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-3000:]
+    wait_for_condition(lambda: requests.get(f"http://127.0.0.1:{port}/hello?name=token", timeout=5).text
+                       == "Hello, token!", timeout=90, message="the app deployed by Ray's CLI serves")
+    status = token_cluster.cli("status", "-a", admin)  # ours sends the token too (RAY_AUTH_MODE=token)
+    assert status.returncode == 0 and "hello" in status.stdout, status.stdout + status.stderr[-2000:]
+
+    no_token = {k: v for k, v in token_cluster.env.items() if k != "RAY_AUTH_TOKEN"}
+    no_token["RAY_AUTH_TOKEN_PATH"] = "/nonexistent/auth_token"
+    refused = subprocess.run(
+        [sys.executable, "-m", "ray_serving_ext", "status", "-a", admin], env=no_token, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    wrong = requests.put(f"{admin}/api/serve/applications/", json={"applications": []}, timeout=10,
+                         headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401 and requests.get(f"http://127.0.0.1:{port}/hello", timeout=5).status_code == 200
+
+    stopped = _ray_serve_cli(token_cluster.env, "shutdown", "-a", admin, "-y")
+    assert stopped.returncode == 0, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    wait_for_condition(lambda: token_cluster.serve_actor_names() == [], timeout=60)
