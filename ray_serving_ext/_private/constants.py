@@ -94,6 +94,9 @@ DEFAULT_ROLLING_UPDATE_PERCENTAGE = 0.2
 SLOW_STARTUP_WARNING_S = _env_float("RAY_SERVE_SLOW_STARTUP_WARNING_S", 30.0)
 # Proxies are health-checked this often.
 PROXY_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", 5.0)
+# HTTP proxy processes per node (set in the controller's environment). Above 1 they share
+# the port with SO_REUSEPORT and the kernel spreads connections over them (proxy_state.py).
+PROXIES_PER_NODE = max(1, _env_int("RAY_SERVE_EXT_PROXIES_PER_NODE", 1))
 
 # Tracing (Ray Serve's variables): the exporter function's import path ("" leaves
 # tracing off unless a TracingConfig turns it on) and the fraction of root traces sampled.

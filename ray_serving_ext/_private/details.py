@@ -71,11 +71,13 @@ def application_details(app: ApplicationState, deployments: DeploymentStateManag
 
 
 def proxy_details(proxies: ProxyStateManager, actor_id_of: Any) -> Dict[str, Dict[str, Any]]:
-    return {
-        node_id: {"node_id": node_id, "status": rec.status.value, "actor_id": actor_id_of(rec.actor),
-                  "actor_name": rec.actor_name}
-        for node_id, rec in proxies.proxies.items()
-    }
+    """One entry per node (Ray Serve's shape): its first proxy's actor, the node's status."""
+    statuses = proxies.statuses()
+    out: Dict[str, Dict[str, Any]] = {}
+    for rec in proxies.records():
+        out.setdefault(rec.node_id, {"node_id": rec.node_id, "status": statuses[rec.node_id].value,
+                                     "actor_id": actor_id_of(rec.actor), "actor_name": rec.actor_name})
+    return out
 
 
 def instance_details(

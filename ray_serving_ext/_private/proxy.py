@@ -414,8 +414,10 @@ class ProxyActor:
     """
 
     def __init__(self, node_id: str, http_options: HTTPOptions, logging_config: Optional[Dict[str, Any]] = None,
-                 tracing_config: Optional[TracingConfig] = None) -> None:
+                 tracing_config: Optional[TracingConfig] = None, index: int = 0, reuse_port: bool = False) -> None:
         self._node_id = node_id
+        self._reuse_port = reuse_port
+        component_id = node_id[:16] + (f"-{index}" if index else "")  # each proxy of a node logs to its own file
         self._http_options = http_options
         self._app = ProxyASGIApp(http_options.request_timeout_s, node_id,
                                  ApiKeys(http_options.api_keys_file, http_options.api_keys_env))
@@ -429,11 +431,11 @@ class ProxyActor:
         self._host = http_options.host or "127.0.0.1"
         self._bind_error = ""  # why the port could not be bound, while it cannot
         configure_component_logger(
-            "proxy", node_id[:16], encoding=logging_config.get("encoding", "TEXT"),
+            "proxy", component_id, encoding=logging_config.get("encoding", "TEXT"),
             level=logging_config.get("log_level", "INFO"), logs_dir=logging_config.get("logs_dir"),
         )
         route_uvicorn_logs()
-        tracing.setup_tracing("proxy", node_id[:16], tracing_config)
+        tracing.setup_tracing("proxy", component_id, tracing_config)
         self._loop = get_router_loop()
         # Start serving right away, so a proxy restarted by Ray serves again
         # without waiting for the controller to notice.
@@ -500,7 +502,7 @@ class ProxyActor:
         delay = BIND_RETRY_INITIAL_S
         while True:
             try:
-                sockets = bind_sockets(self._host, port)
+                sockets = bind_sockets(self._host, port, reuse_port=self._reuse_port)
                 break
             except OSError as exc:
                 error = describe_bind_error(exc, self._host, port, local_node_ip())

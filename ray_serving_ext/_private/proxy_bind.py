@@ -13,9 +13,10 @@ import socket
 from typing import List
 
 
-def bind_sockets(host: str, port: int, backlog: int = 2048) -> List[socket.socket]:
+def bind_sockets(host: str, port: int, backlog: int = 2048, reuse_port: bool = False) -> List[socket.socket]:
     """Listening sockets for every address `host` resolves to (as asyncio's create_server
-    binds them), or OSError with nothing left open."""
+    binds them), or OSError with nothing left open. With `reuse_port`, SO_REUSEPORT lets
+    the node's other proxies bind the same port (a process without it still gets EADDRINUSE)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     seen = set()
     sockets: List[socket.socket] = []
@@ -27,6 +28,8 @@ def bind_sockets(host: str, port: int, backlog: int = 2048) -> List[socket.socke
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
             sock.bind(address)

@@ -1,12 +1,18 @@
-"""Keeps one HTTP proxy actor per node (or on the head node only), healthy."""
+"""Keeps the HTTP proxy actors healthy: one per node (or on the head node only), or
+`RAY_SERVE_EXT_PROXIES_PER_NODE` of them, sharing the port with SO_REUSEPORT.
+
+With several per node the kernel spreads incoming connections over them, so a
+node's HTTP work is not capped by one Python process; each proxy has its own
+routers and long poll. A node's status is its worst proxy's.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from ray_serving_ext._private.constants import PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX
+from ray_serving_ext._private.constants import PROXIES_PER_NODE, PROXY_HEALTH_CHECK_PERIOD_S, PROXY_NAME_PREFIX
 from ray_serving_ext._private.cluster import NodeSnapshot, PendingCall, kill_actor, remote_class, system_actor_options
 from ray_serving_ext._private.proxy import ProxyActor
 from ray_serving_ext.config import HTTPOptions, TracingConfig
@@ -15,11 +21,21 @@ from ray_serving_ext.schema import ProxyStatus
 logger = logging.getLogger("ray_serving_ext.controller")
 
 
+ProxyKey = Tuple[str, int]  # (node id, index on the node)
+_WORST_FIRST = (ProxyStatus.UNHEALTHY, ProxyStatus.STARTING, ProxyStatus.DRAINING, ProxyStatus.HEALTHY)
+
+
+def proxy_actor_name(node_id: str, index: int) -> str:
+    """The first proxy of a node keeps Ray Serve's name; the others add their index."""
+    return PROXY_NAME_PREFIX + node_id + (f"-{index}" if index else "")
+
+
 class ProxyRecord:
-    def __init__(self, node_id: str, actor: Any) -> None:
+    def __init__(self, node_id: str, actor: Any, index: int = 0) -> None:
         self.node_id = node_id
+        self.index = index
         self.actor = actor
-        self.actor_name = PROXY_NAME_PREFIX + node_id
+        self.actor_name = proxy_actor_name(node_id, index)
         self.status = ProxyStatus.STARTING
         self.ready_ref: Any = PendingCall(actor.ready.remote())
         self.health_ref: Any = None
@@ -57,7 +73,8 @@ class ProxyStateManager:
         self.tracing_config = tracing_config
         self.logging_config = logging_config or {}
         self.proxy_location = proxy_location
-        self.proxies: Dict[str, ProxyRecord] = {}
+        self.per_node = PROXIES_PER_NODE
+        self.proxies: Dict[ProxyKey, ProxyRecord] = {}
 
     def _target_nodes(self, nodes: NodeSnapshot) -> List[str]:
         if self.proxy_location == "Disabled":
@@ -67,20 +84,21 @@ class ProxyStateManager:
             return [head] if head else []
         return nodes.node_ids
 
-    def _create(self, node_id: str) -> None:
-        options = system_actor_options(PROXY_NAME_PREFIX + node_id, node_id, soft=False)
+    def _create(self, key: ProxyKey) -> None:
+        node_id, index = key
+        options = system_actor_options(proxy_actor_name(node_id, index), node_id, soft=False)
         actor = remote_class(ProxyActor).options(**options).remote(
-            node_id, self.http_options, self.logging_config, self.tracing_config)
-        self.proxies[node_id] = ProxyRecord(node_id, actor)
+            node_id, self.http_options, self.logging_config, self.tracing_config, index, self.per_node > 1)
+        self.proxies[key] = ProxyRecord(node_id, actor, index)
 
     def update(self, nodes: NodeSnapshot) -> None:
         """Start proxies on new target nodes, forget those of gone nodes, poll the rest."""
         now = time.time()
-        target = set(self._target_nodes(nodes))
-        for node_id in target - set(self.proxies):
-            self._create(node_id)
-        for node_id in set(self.proxies) - target:
-            self.proxies.pop(node_id)  # its node is gone; the actor went with it
+        target = {(node_id, i) for node_id in self._target_nodes(nodes) for i in range(self.per_node)}
+        for key in sorted(target - set(self.proxies)):
+            self._create(key)
+        for key in set(self.proxies) - target:
+            self.proxies.pop(key)  # its node is gone; the actor went with it
         for rec in self.proxies.values():
             self._poll(rec, now)
 
@@ -108,13 +126,25 @@ class ProxyStateManager:
             rec.status = ProxyStatus.UNHEALTHY
 
     def statuses(self) -> Dict[str, ProxyStatus]:
-        """Each proxy's status by node id."""
-        return {node_id: rec.status for node_id, rec in self.proxies.items()}
+        """Each node's proxy status by node id: the worst of its proxies'."""
+        by_node: Dict[str, ProxyStatus] = {}
+        for rec in self.proxies.values():
+            old = by_node.get(rec.node_id)
+            if old is None or _WORST_FIRST.index(rec.status) < _WORST_FIRST.index(old):
+                by_node[rec.node_id] = rec.status
+        return by_node
 
     def messages(self) -> Dict[str, str]:
-        """Why each proxy that is not healthy is not (port in use, ...), by node id."""
-        return {node_id: rec.error for node_id, rec in self.proxies.items()
-                if rec.error and rec.status != ProxyStatus.HEALTHY}
+        """Why a node's proxy is not healthy (port in use, ...), by node id."""
+        out: Dict[str, str] = {}
+        for rec in sorted(self.proxies.values(), key=lambda r: r.index):
+            if rec.error and rec.status != ProxyStatus.HEALTHY:
+                out.setdefault(rec.node_id, rec.error)
+        return out
+
+    def records(self) -> List[ProxyRecord]:
+        """Every proxy, first proxies of nodes first."""
+        return sorted(self.proxies.values(), key=lambda r: (r.index, r.node_id))
 
     def shutdown(self) -> List[Any]:
         refs = []

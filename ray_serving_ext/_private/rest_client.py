@@ -13,11 +13,11 @@ without it, and with Ray's token auth on (`RAY_AUTH_MODE=token`), Ray's token
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import Any, Dict, Optional, Tuple
 
+from ray_serving_ext._private.constants import env_value
 from ray_serving_ext.exceptions import RayServeException
 
 APPLICATIONS_PATH = "/api/serve/applications/"
@@ -30,9 +30,9 @@ def is_http_address(address: str) -> bool:
 
 def bearer_key() -> str:
     """The key the CLI presents: RAY_SERVE_EXT_API_KEY, else Ray's token when token auth is on, else ""."""
-    key = os.environ.get("RAY_SERVE_EXT_API_KEY", "").strip()
-    if not key and os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-        key = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    key = env_value("RAY_SERVE_EXT_API_KEY").strip()
+    if not key and env_value("RAY_AUTH_MODE").lower() == "token":
+        key = env_value("RAY_AUTH_TOKEN").strip()
     return key
 
 
