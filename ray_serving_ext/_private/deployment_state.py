@@ -258,11 +258,13 @@ class DeploymentState:
                 rec.stop(graceful=False, timeout_s=0)
         for rec in self._records(ReplicaState.RUNNING):
             ok = rec.poll_health(period, timeout)
-            if ok is not None:
-                labels = (self.id.name, rec.replica_id, self.id.app_name)
-                metrics.REPLICA_HEALTHY.labels(*labels).set(1 if ok else 0)
-                if not ok:
-                    metrics.HEALTH_CHECK_FAILURES.labels(*labels).inc()
+            labels = (self.id.name, rec.replica_id, self.id.app_name)
+            # A RUNNING replica is healthy until a check fails (so is Ray Serve's gauge); without
+            # this its series would be missing for the first health_check_period_s.
+            healthy = ok if ok is not None else rec.health_failures == 0
+            metrics.REPLICA_HEALTHY.labels(*labels).set(1 if healthy else 0)
+            if ok is False:
+                metrics.HEALTH_CHECK_FAILURES.labels(*labels).inc()
             if ok is False and rec.health_failures >= HEALTH_CHECK_FAILURE_THRESHOLD:
                 self.last_error = f"Replica {rec.replica_id} failed health checks: {rec.last_health_error}"
                 logger.warning("%s; replacing it.", self.last_error)
