@@ -73,7 +73,7 @@ def test_metrics_count_requests_and_errors(serve_url):
     counts = [s.value for s in latency.samples if s.name.endswith("_count") and s.labels.get("application") == app]
     assert sum(counts) == sent
     assert "ray_serve_deployment_processing_latency_ms" in families
-    assert "ray_serve_deployment_replica_healthy" in families or "ray_serve_deployment_num_replicas" in families
+    assert _sum(families, "ray_serve_deployment_replica_healthy", application=app) == 2  # 1 once RUNNING
     assert _sum(families, "ray_serve_deployment_num_replicas", application=app, state="RUNNING") == 2
 
     assert requests.get(url, params={"fail": "1"}, timeout=10).status_code == 500
