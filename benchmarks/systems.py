@@ -47,6 +47,8 @@ MODE_ENV: Dict[str, Dict[str, str]] = {
     "rayserve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "uvicorn": {},
 }
+# What mode_env_of reads from a serving actor's environment (ours: how many proxies per node).
+MODE_SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_EXT_PROXIES_PER_NODE")
 # Direct ingress (both optimized modes) keeps a stopping ingress replica draining for
 # at least 30 s so external load balancers notice; every serve.delete between the
 # benchmark's applications would wait that long. Shortened: it only affects how long
@@ -120,7 +122,7 @@ def system_env(system: str, base: Dict[str, str]) -> Iterator[Dict[str, str]]:
 
 def mode_env_of(environ: Dict[str, str]) -> Dict[str, str]:
     """The mode switches as set in an environment (absent ones omitted)."""
-    return {k: environ[k] for k in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY") if k in environ}
+    return {k: environ[k] for k in MODE_SWITCHES if k in environ}
 
 
 def expected_mode_env(system: str) -> Dict[str, str]:

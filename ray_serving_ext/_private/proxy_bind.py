@@ -9,8 +9,9 @@ notebook, another server) is an error the proxy can report and retry, not a
 from __future__ import annotations
 
 import errno
+import os
 import socket
-from typing import List
+from typing import Dict, List, Optional, Set
 
 
 def bind_sockets(host: str, port: int, backlog: int = 2048, reuse_port: bool = False) -> List[socket.socket]:
@@ -35,11 +36,79 @@ def bind_sockets(host: str, port: int, backlog: int = 2048, reuse_port: bool = F
             sock.bind(address)
             sock.listen(backlog)
             sock.setblocking(False)
+        owner = foreign_listener(port) if reuse_port else None
+        if owner is not None:
+            raise OSError(errno.EADDRINUSE, f"port {port} is also bound (SO_REUSEPORT) by process {owner}, "
+                                            "which is not a proxy of this node")
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def _listening_inodes(port: int) -> Set[int]:
+    """Socket inodes listening on TCP `port` in this network namespace (Linux's /proc/net)."""
+    inodes: Set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(int(fields[9]))
+        except (OSError, ValueError):
+            continue
+    return inodes
+
+
+def _socket_owners(inodes: Set[int]) -> Dict[int, int]:
+    """inode -> pid of a process holding it (one scan of /proc/*/fd)."""
+    wanted = {f"socket:[{inode}]": inode for inode in inodes}
+    owners: Dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                inode = wanted.get(os.readlink(f"/proc/{entry}/fd/{fd}"))
+                if inode is not None:
+                    owners.setdefault(inode, int(entry))
+        except OSError:  # gone, or not ours to read
+            continue
+        if len(owners) == len(wanted):
+            break
+    return owners
+
+
+def _is_sibling_proxy(pid: int) -> bool:
+    """A proxy of this node: a worker of the same raylet (same parent) running ProxyActor."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid == os.getppid() and b"ProxyActor" in cmdline
+
+
+def foreign_listener(port: int) -> Optional[int]:
+    """With SO_REUSEPORT any process of the same user may share the port: the pid of one
+    that is not a proxy of this node (another Serve instance, a stale process), -1 if a
+    listener's owner cannot be found, None when every listener is a sibling proxy."""
+    if not os.path.exists("/proc/net/tcp"):
+        return None  # not Linux: nothing to check with
+    inodes = _listening_inodes(port)
+    owners = _socket_owners(inodes)
+    for inode in inodes:
+        pid = owners.get(inode)
+        if pid is None:
+            return -1
+        if pid != os.getpid() and not _is_sibling_proxy(pid):
+            return pid
+    return None
 
 
 def describe_bind_error(exc: OSError, host: str, port: int, node: str) -> str:
