@@ -222,7 +222,12 @@ class _ResponseBase:
     def request_id(self) -> str:
         return self._request_id
 
-    def _wait_sync(self, timeout_s: Optional[float]) -> Any:
+    def _wait_sync(self, timeout_s: Optional[float], use_instead: str = "", skip_check: bool = False) -> Any:
+        if use_instead and not skip_check and _in_running_loop():
+            # As Ray Serve: blocking here would stall every other coroutine of this loop
+            # (in a replica, every other request) until the answer came.
+            raise RuntimeError("Sync methods should not be called from within an `asyncio` event loop. "
+                               f"Use {use_instead} instead.")
         if isinstance(self._pending, asyncio.Task) or in_loop(self._loop):
             raise RuntimeError(
                 "Sync methods should not be called from within the event loop that serves requests. "
@@ -268,8 +273,9 @@ class DeploymentResponse(_ResponseBase):
     """The future result of `handle.remote()`: await it, or call `.result()`."""
 
     def result(self, *, timeout_s: Optional[float] = None, _skip_asyncio_check: bool = False) -> Any:
-        """Block until the result is ready; raises the replica's exception if it raised."""
-        return self._wait_sync(timeout_s)
+        """Block until the result is ready; raises the replica's exception if it raised.
+        RuntimeError when called inside a running event loop (await the response there)."""
+        return self._wait_sync(timeout_s, "`await response`", _skip_asyncio_check)
 
     def __await__(self):
         return self._wait().__await__()
@@ -278,8 +284,10 @@ class DeploymentResponse(_ResponseBase):
         """The result as a Ray object (to pass to Ray tasks)."""
         return ray.put(await self._wait())
 
-    def _to_object_ref_sync(self, timeout_s: Optional[float] = None) -> ray.ObjectRef:
-        return ray.put(self._wait_sync(timeout_s))
+    def _to_object_ref_sync(self, _timeout_s: Optional[float] = None,
+                            _allow_running_in_asyncio_loop: bool = False) -> ray.ObjectRef:
+        return ray.put(self._wait_sync(_timeout_s, "`await response._to_object_ref()`",
+                                       _allow_running_in_asyncio_loop))
 
 
 class DeploymentBroadcastResponse(_ResponseBase):
@@ -291,7 +299,7 @@ class DeploymentBroadcastResponse(_ResponseBase):
         if timeout_s is not None and timeout_s < 0:
             raise ValueError("timeout_s must be None or non-negative.")
         try:
-            values = self._wait_sync(timeout_s)
+            values = self._wait_sync(timeout_s, "`await response.results_async()`")
         except TimeoutError:
             raise TimeoutError("Timed out waiting for broadcast results.") from None
         return _pick(values, return_exceptions)
@@ -308,6 +316,14 @@ class DeploymentBroadcastResponse(_ResponseBase):
 
     def __repr__(self) -> str:
         return "DeploymentBroadcastResponse()"
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _pick(values: List[Any], return_exceptions: bool) -> List[Any]:
@@ -329,6 +345,9 @@ class DeploymentResponseGenerator(_ResponseBase):
         return self
 
     def __next__(self) -> Any:
+        if _in_running_loop():
+            raise RuntimeError("Sync methods should not be called from within an `asyncio` event loop. "
+                               "Use `async for` or `await response.__anext__()` instead.")
         if self._call is None:
             self._call = self._wait_sync(None)
         item = asyncio.run_coroutine_threadsafe(_next_item(self._call), self._loop).result()

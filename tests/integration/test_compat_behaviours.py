@@ -5,10 +5,12 @@
 3. `serve.ingress(builder)`: a function that returns the FastAPI app, built on the replica.
 4. FastAPI path parameters at the app root, for GET and POST, at "/" and at a prefix.
 5. `serve.status()` and handle look-ups from inside a replica, in sync and async methods.
+6. Blocking on a response inside a running event loop is a RuntimeError, as in Ray Serve.
 """
 
 import asyncio
 
+import pytest
 import requests
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -297,3 +299,52 @@ def test_docs_examples(serve_url):
     serve.run(deployment.bind(SubDeployment.bind()), name="my_app", route_prefix="/")
     r = requests.get(f"{serve_url}/hi", timeout=30)
     assert (r.status_code, r.json()) == (200, "Hello world!"), r.text
+
+
+# ---- 6. no blocking calls inside a running event loop ---------------------------------------
+@serve.deployment
+class Blocker:
+    def __init__(self, child) -> None:
+        self._child = child
+
+    async def __call__(self) -> dict:
+        out = {}
+        for name, call in (("result", lambda: self._child.remote().result()),
+                           ("stream", lambda: next(iter(self._child.options(stream=True).chunks.remote())))):
+            try:
+                call()
+                out[name] = "blocked"
+            except RuntimeError as exc:
+                out[name] = str(exc)
+        out["awaited"] = await self._child.remote()
+        return out
+
+
+@serve.deployment
+class Child:
+    def __call__(self) -> str:
+        return "child"
+
+    def chunks(self):
+        yield "chunk"
+
+
+def test_blocking_on_a_response_inside_an_event_loop_raises(serve_url):
+    handle = serve.run(Blocker.bind(Child.bind()), name="blocker", route_prefix="/blocker")
+    out = handle.remote().result(timeout_s=60)  # here no loop runs: blocking is fine
+    assert out["result"] == ("Sync methods should not be called from within an `asyncio` event loop. "
+                             "Use `await response` instead.")
+    assert "Use `async for` or `await response.__anext__()` instead." in out["stream"]
+    assert out["awaited"] == "child"
+
+    async def in_a_loop() -> str:
+        response = handle.remote()
+        with pytest.raises(RuntimeError, match="Use `await response` instead"):
+            response.result(timeout_s=60)
+        broadcast = handle.broadcast("__call__")
+        with pytest.raises(RuntimeError, match="Use `await response.results_async[(][)]` instead"):
+            broadcast.results(timeout_s=60)
+        assert [r["awaited"] for r in await broadcast.results_async(timeout_s=60)] == ["child"]
+        return (await response)["awaited"]
+
+    assert asyncio.run(in_a_loop()) == "child"
