@@ -9,7 +9,6 @@ file schema (``ServeDeploySchema`` and friends) is in ``config_file.py``.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from enum import Enum
@@ -23,7 +22,7 @@ from pydantic import (
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
     ProxyAuthOptions, ProxyLimitOptions, ReplicasPerNode, SSLOptions, Strategy, check_json_serializable,
-    check_num_replicas, check_replicas_per_node,
+    check_num_replicas, check_replicas_per_node, json_serializable,
 )
 from ray_serving_ext._private.common import ReplicaID
 from ray_serving_ext._private.constants import (
@@ -113,14 +112,7 @@ class AutoscalingPolicy(BaseModel):
             raise ValueError(f"policy_function must be a callable or an import path, got {type(v).__name__}")
         return v
 
-    @field_validator("policy_kwargs")
-    @classmethod
-    def _kwargs_json(cls, v: dict[str, Any]) -> dict[str, Any]:
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"policy_kwargs is not JSON-serializable: {e}.") from None
-        return v
+    _kwargs_json = field_validator("policy_kwargs")(json_serializable("policy_kwargs"))
 
     @field_serializer("policy_function", when_used="json")
     def _path_in_json(self, v: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Annotated, Any, Iterable, List, Optional, Tuple
+from typing import Annotated, Any, Callable, Iterable, List, Optional, Tuple
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
 
@@ -53,14 +53,21 @@ def _check_strategy(value: str) -> str:
     return value
 
 
-def check_json_serializable(value: Any) -> Any:
-    """Return `value` if it is None or JSON-serializable, else raise ValueError."""
-    if value is not None:
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"user_config is not JSON-serializable: {e}") from None
-    return value
+def json_serializable(field: str) -> Callable[[Any], Any]:
+    """A validator: its value back if None or JSON-serializable, else ValueError naming `field`."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{field} is not JSON-serializable: {e}") from None
+        return value
+
+    return check
+
+
+check_json_serializable = json_serializable("user_config")
 
 
 # An ``int`` that does not silently accept booleans (``num_replicas: yes`` in YAML).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import pickle
 from typing import Any
 
@@ -23,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from ray_serving_ext._private.config_types import parse_import_path
+from ray_serving_ext._private.config_types import json_serializable, parse_import_path
 from ray_serving_ext._private.constants import (
     DEFAULT_REQUEST_ROUTING_STATS_PERIOD_S,
     DEFAULT_REQUEST_ROUTING_STATS_TIMEOUT_S,
@@ -112,14 +111,7 @@ class RequestRouterConfig(BaseModel):
             return DEFAULT_REQUEST_ROUTER_PATH
         return v
 
-    @field_validator("request_router_kwargs")
-    @classmethod
-    def _kwargs_json(cls, v: dict[str, Any]) -> dict[str, Any]:
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"request_router_kwargs is not JSON-serializable: {e}.") from None
-        return v
+    _kwargs_json = field_validator("request_router_kwargs")(json_serializable("request_router_kwargs"))
 
     @field_serializer("request_router_class", when_used="json")
     def _path_in_json(self, v: Any) -> str:
