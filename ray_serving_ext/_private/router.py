@@ -253,21 +253,28 @@ class Router:
                 replica = await self._acquire(request.metadata.multiplexed_model_id)
             except _RouterReplaced:
                 return await self._assign_custom(request)
-            rid = replica.replica_id
-            self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
             try:
-                call = await self._send(replica, request)
+                return await self._send_counted(replica, request)
             except (OSError, transport.ReplicaUnavailableError) as exc:
-                self._release(rid)
-                self.mark_dead(rid)
-                logger.warning("Replica %s unreachable (%s); trying another.", rid, exc)
-                continue
-            except BaseException:
-                self._release(rid)
-                raise
-            call.add_done_callback(lambda rid=rid: self._release(rid))
-            return call
+                logger.warning("Replica %s unreachable (%s); trying another.", replica.replica_id, exc)
         raise DeploymentUnavailableError(self.deployment_id, "no replica could be reached")
+
+    async def _send_counted(self, replica: Any, request: Request) -> Any:
+        """Send holding one of the replica's slots until the call completes. A replica that
+        cannot be reached is marked dead and its slot freed before the error propagates."""
+        rid = replica.replica_id
+        self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
+        try:
+            call = await self._send(replica, request)
+        except (OSError, transport.ReplicaUnavailableError):
+            self._release(rid)
+            self.mark_dead(rid)
+            raise
+        except BaseException:
+            self._release(rid)
+            raise
+        call.add_done_callback(lambda rid=rid: self._release(rid))
+        return call
 
     def assign_nowait(self, request: Request) -> Optional[transport.TransportCall]:
         """assign_request without waiting, for the common case; None when it would have to wait.
@@ -379,20 +386,11 @@ class Router:
             self._check_exists()
         calls = []
         for replica in list(self._replicas.values()):
-            rid = replica.replica_id
-            self._ongoing[rid] = self._ongoing.get(rid, 0) + 1
             try:
-                call = await self._send(replica, request)
+                calls.append(await self._send_counted(replica, request))
             except (OSError, transport.ReplicaUnavailableError) as exc:
-                self._release(rid)
-                self.mark_dead(rid)
-                calls.append(_FailedCall(transport.ReplicaUnavailableError(str(exc), started=False, replica_id=rid)))
-                continue
-            except BaseException:
-                self._release(rid)
-                raise
-            call.add_done_callback(lambda rid=rid: self._release(rid))
-            calls.append(call)
+                calls.append(_FailedCall(transport.ReplicaUnavailableError(
+                    str(exc), started=False, replica_id=replica.replica_id)))
         return calls
 
     async def call_unary(self, request: Request, assign: Optional[Callable[[Request], Any]] = None) -> Any:
