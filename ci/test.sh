@@ -6,8 +6,7 @@
 # never backtracks through the lockstep-released fsspec/s3fs/gcsfs or the
 # botocore family), then run the whole test suite (tests/e2e and nine integration
 # modules beside unit and the rest of integration, as two pytest runs at once).
-# Extra arguments go to one
-# pytest run instead.
+# Extra arguments go to one pytest run instead.
 #
 # INSTALL_TIMEOUT_S (default 0: none) fails the run when the install takes
 # longer than that many seconds; .ci/run sets it so that a resolver that
