@@ -36,7 +36,7 @@ from ray_serving_ext._private.config_deploy import (
 )
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, VERSION, default_ray_address
 from ray_serving_ext._private.rest_client import RestClient, is_http_address
-from ray_serving_ext.config import HTTPOptions, ProxyLocation, TracingConfig, format_validation_error
+from ray_serving_ext.config import ControllerOptions, HTTPOptions, ProxyLocation, TracingConfig, format_validation_error
 from ray_serving_ext.config_file import ConfigError, ServeApplicationSchema, ServeDeploySchema, load_config_file
 from ray_serving_ext.exceptions import RayServeException
 from ray_serving_ext.schema import ServeInstanceDetails, ServeStatus
@@ -160,6 +160,7 @@ def _require_client(address: str) -> ServeControllerClient:
 def _ensure_serve(
     http_options: Optional[HTTPOptions], proxy_location: str, warn_if_different: bool = False,
     checkpoint_path: Optional[str] = None, tracing_config: Optional[TracingConfig] = None,
+    controller_env: Optional[Dict[str, str]] = None,
 ) -> ServeControllerClient:
     """The running instance's client, starting a detached instance when there is none
     (with `tracing_config`, if given; a running one uses it for replicas it starts
@@ -167,14 +168,17 @@ def _ensure_serve(
 
     An instance that is already running keeps its HTTP options; with
     `warn_if_different`, a warning says so if `http_options` differ from them.
+    `controller_env` goes into a new controller's environment.
     """
     client = _client()
     if client is None:
         from ray_serving_ext import api
 
         try:
+            controller_options = ControllerOptions(runtime_env={"env_vars": controller_env}) if controller_env else None
             api.start(detached=True, http_options=http_options, proxy_location=proxy_location,
-                      checkpoint_path=checkpoint_path, tracing_config=tracing_config)
+                      checkpoint_path=checkpoint_path, tracing_config=tracing_config,
+                      controller_options=controller_options)
         except (ValueError, ImportError, RayServeException, RuntimeError) as exc:
             raise _fail(f"Serve did not start: {exc}") from None
         client = _client()
@@ -306,7 +310,16 @@ def cli() -> None:
 @click.option("--checkpoint-path", default=None, type=str,
               help="Save the goal state here (file://, s3://, gs://, custom://module.Class/path) and "
                    "restore every application from it when it already holds state.")
-def start(address: str, http_host: str, http_port: int, proxy_location: str, checkpoint_path: Optional[str]) -> None:
+@click.option("--admin-port", default=None, type=click.IntRange(0, 65535),
+              help="Serve Ray Serve's REST API (/api/serve/applications/) on this port of the controller's node "
+                   "(RAY_SERVE_EXT_ADMIN_PORT; off when unset or 0).")
+@click.option("--admin-host", default=None, type=str,
+              help="Host for the REST API (RAY_SERVE_EXT_ADMIN_HOST; default 127.0.0.1). Off loopback, give it keys.")
+@click.option("--admin-api-keys-file", default=None, type=str,
+              help="A file on the controller's node with the REST API's bearer keys, one per line "
+                   "(RAY_SERVE_EXT_ADMIN_API_KEYS_FILE).")
+def start(address: str, http_host: str, http_port: int, proxy_location: str, checkpoint_path: Optional[str],
+          admin_port: Optional[int], admin_host: Optional[str], admin_api_keys_file: Optional[str]) -> None:
     """Start a detached Serve instance, or leave the running one as it is."""
     connect(address)
     if _client() is not None:
@@ -316,8 +329,12 @@ def start(address: str, http_host: str, http_port: int, proxy_location: str, che
         options = HTTPOptions(host=http_host, port=http_port)
     except ValidationError as exc:
         raise _fail(f"Invalid HTTP options: {format_validation_error(exc).replace(chr(10), '; ')}") from None
-    _ensure_serve(options, proxy_location, checkpoint_path=checkpoint_path)
-    click.echo(f"Serve started (HTTP on {http_host}:{http_port}, proxies: {proxy_location}).")
+    env = {name: str(value) for name, value in (
+        ("RAY_SERVE_EXT_ADMIN_PORT", admin_port), ("RAY_SERVE_EXT_ADMIN_HOST", admin_host),
+        ("RAY_SERVE_EXT_ADMIN_API_KEYS_FILE", admin_api_keys_file)) if value is not None}
+    _ensure_serve(options, proxy_location, checkpoint_path=checkpoint_path, controller_env=env)
+    admin = f"; REST API on http://{admin_host or '127.0.0.1'}:{admin_port}" if admin_port else ""
+    click.echo(f"Serve started (HTTP on {http_host}:{http_port}, proxies: {proxy_location}{admin}).")
 
 
 _TARGET_HELP = "A YAML config file, or the import path of an Application or application builder."

@@ -690,8 +690,9 @@ class ControllerOptions(BaseModel):
     ``runtime_env`` may hold only ``env_vars`` (a dict of non-empty str keys to
     str values); every other ``runtime_env`` key is rejected, as in Ray Serve
     (per-replica environments belong on the deployment). Here the env vars are
-    set on the controller actor's process, as in Ray Serve; our controller reads
-    no tunables from them, so they matter only to code that reads them there.
+    set on the controller actor's process, as in Ray Serve; it reads its own
+    settings from them (``RAY_SERVE_EXT_ADMIN_PORT``/``_HOST``/``_API_KEYS_FILE``/
+    ``_API_KEYS_ENV`` for the REST API, ``RAY_SERVE_EXT_PROXIES_PER_NODE``).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -136,11 +136,16 @@ def test_no_cluster_and_no_instance_fail_cleanly(flow: Flow) -> None:
 
 
 def test_start(flow: Flow) -> None:
+    admin_port = free_port()
     out = flow.cluster.cli(
-        "start", "--http-host", "127.0.0.1", "--http-port", str(flow.port), "--proxy-location", "HeadOnly"
+        "start", "--http-host", "127.0.0.1", "--http-port", str(flow.port), "--proxy-location", "HeadOnly",
+        "--admin-port", str(admin_port),
     )
     assert out.returncode == 0, out.stderr
-    assert "Serve started" in out.stdout
+    assert "Serve started" in out.stdout and f"REST API on http://127.0.0.1:{admin_port}" in out.stdout
+    # The REST API is up: the same CLI reads the instance through it.
+    status = flow.cluster.cli("status", "-a", f"http://127.0.0.1:{admin_port}")
+    assert status.returncode == 0 and "applications: {}" in status.stdout, status.stdout + status.stderr
 
 
 def test_deploy_config_then_status_and_http(flow: Flow) -> None:
