@@ -223,11 +223,8 @@ class _ResponseBase:
         return self._request_id
 
     def _wait_sync(self, timeout_s: Optional[float], use_instead: str = "", skip_check: bool = False) -> Any:
-        if use_instead and not skip_check and _in_running_loop():
-            # As Ray Serve: blocking here would stall every other coroutine of this loop
-            # (in a replica, every other request) until the answer came.
-            raise RuntimeError("Sync methods should not be called from within an `asyncio` event loop. "
-                               f"Use {use_instead} instead.")
+        if use_instead and not skip_check:
+            _refuse_in_running_loop(use_instead)
         if isinstance(self._pending, asyncio.Task) or in_loop(self._loop):
             raise RuntimeError(
                 "Sync methods should not be called from within the event loop that serves requests. "
@@ -318,12 +315,15 @@ class DeploymentBroadcastResponse(_ResponseBase):
         return "DeploymentBroadcastResponse()"
 
 
-def _in_running_loop() -> bool:
+def _refuse_in_running_loop(use_instead: str) -> None:
+    """RuntimeError (Ray Serve's) when a loop runs in this thread: blocking here would stall
+    every other coroutine of that loop (in a replica, every other request) until the answer."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return
+    raise RuntimeError("Sync methods should not be called from within an `asyncio` event loop. "
+                       f"Use {use_instead} instead.")
 
 
 def _pick(values: List[Any], return_exceptions: bool) -> List[Any]:
@@ -345,9 +345,7 @@ class DeploymentResponseGenerator(_ResponseBase):
         return self
 
     def __next__(self) -> Any:
-        if _in_running_loop():
-            raise RuntimeError("Sync methods should not be called from within an `asyncio` event loop. "
-                               "Use `async for` or `await response.__anext__()` instead.")
+        _refuse_in_running_loop("`async for` or `await response.__anext__()`")
         if self._call is None:
             self._call = self._wait_sync(None)
         item = asyncio.run_coroutine_threadsafe(_next_item(self._call), self._loop).result()

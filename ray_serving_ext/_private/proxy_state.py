@@ -137,7 +137,7 @@ class ProxyStateManager:
     def messages(self) -> Dict[str, str]:
         """Why a node's proxy is not healthy (port in use, ...), by node id."""
         out: Dict[str, str] = {}
-        for rec in sorted(self.proxies.values(), key=lambda r: r.index):
+        for rec in self.records():
             if rec.error and rec.status != ProxyStatus.HEALTHY:
                 out.setdefault(rec.node_id, rec.error)
         return out

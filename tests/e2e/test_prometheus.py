@@ -20,7 +20,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -32,7 +31,7 @@ import pytest
 import requests
 
 from ray_serving_ext._private.metrics import LATENCY_BUCKETS_MS
-from tests.e2e.conftest import REPO_ROOT
+from tests.e2e.conftest import REPO_ROOT, _stop
 from tests.utils import free_port, wait_for_condition
 
 pytestmark = pytest.mark.e2e
@@ -123,18 +122,8 @@ class Prometheus:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a bounded wait (its own process group only)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait_s)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if proc is not None and proc.poll() is None:
+            _stop(proc, timeout=10.0)
 
     def api(self, path: str, **params: str) -> Any:
         resp = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=5)
