@@ -36,6 +36,10 @@ from ray_serving_ext.exceptions import BackPressureError, DeploymentUnavailableE
 
 logger = logging.getLogger("ray_serving_ext.proxy")
 
+# Ray Serve's texts for a proxy that is not ready for traffic.
+DRAINING_MESSAGE = "This node is being drained."
+NO_ROUTES_MESSAGE = "Route table is not populated yet."
+
 
 class ProxyASGIApp:
     """The ASGI app uvicorn runs: health, routes, and forwarding to replicas."""
@@ -49,10 +53,14 @@ class ProxyASGIApp:
         self.routers: Dict[DeploymentID, Router] = {}
         self.draining = False
         self.access_log = True
+        # False until the controller's first route table arrives: a proxy that Ray
+        # has just restarted answers 503 (retryable) then, not 404 for a live route.
+        self.routes_received = False
 
     def update_routes(self, routes: Dict[str, Dict[str, str]]) -> None:
         entries = [(prefix, r["app_name"], r["deployment"]) for prefix, r in routes.items()]
         self.routes = sorted(entries, key=lambda e: len(e[0]), reverse=True)
+        self.routes_received = True
         live = {DeploymentID(d, a) for _, a, d in entries}
         for dep_id in list(self.routers):
             if dep_id not in live:
@@ -78,7 +86,9 @@ class ProxyASGIApp:
         path = route_path(scope)
         if path == "/-/healthz":
             if self.draining:
-                await send_plain(send, 503, "This node is being drained.")
+                await send_plain(send, 503, DRAINING_MESSAGE)
+            elif not self.routes:  # as Ray Serve: not ready for traffic before there is a route
+                await send_plain(send, 503, NO_ROUTES_MESSAGE)
             else:
                 await send_plain(send, 200, "success")
             return
@@ -198,6 +208,9 @@ class ProxyASGIApp:
                               app_box: List[str]) -> None:
         rid_header = [(REQUEST_ID_HEADER, request_id)]
         match = match_route(self.routes, route_path(scope))
+        if match is None and not self.routes_received:
+            await send_plain(send, 503, NO_ROUTES_MESSAGE, rid_header)
+            return
         if match is None:
             await send_plain(
                 send, 404,

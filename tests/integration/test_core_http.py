@@ -194,11 +194,16 @@ def test_none_return_matches_ray_serve(serve_url):
 
 
 def test_healthz_routes_and_404(serve_url):
+    # As Ray Serve's: not ready for traffic (503) until some application has a route.
     resp = requests.get(f"{serve_url}/-/healthz", timeout=TIMEOUT)
-    assert resp.status_code == 200
-    assert resp.text == "success"
+    assert (resp.status_code, resp.text) == (503, "Route table is not populated yet.")
+    serve.run(Named.bind("hidden"), name="hidden", route_prefix=None)
+    resp = requests.get(f"{serve_url}/-/healthz", timeout=TIMEOUT)
+    assert (resp.status_code, resp.text) == (503, "Route table is not populated yet.")
+    assert requests.get(f"{serve_url}/-/routes", timeout=TIMEOUT).json() == {}
 
     serve.run(Named.bind("one"), name="app_one", route_prefix="/one")
+    wait_for_condition(lambda: requests.get(f"{serve_url}/-/healthz", timeout=TIMEOUT).text == "success", timeout=10)
     serve.run(Named.bind("two"), name="app_two", route_prefix="/two/deeper")
     resp = requests.get(f"{serve_url}/-/routes", timeout=TIMEOUT)
     assert resp.status_code == 200
