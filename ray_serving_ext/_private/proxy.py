@@ -39,14 +39,17 @@ logger = logging.getLogger("ray_serving_ext.proxy")
 # Ray Serve's texts for a proxy that is not ready for traffic.
 DRAINING_MESSAGE = "This node is being drained."
 NO_ROUTES_MESSAGE = "Route table is not populated yet."
+NO_REPLICAS_MESSAGE = "No replicas are available yet."
 
 
 class ProxyASGIApp:
     """The ASGI app uvicorn runs: health, routes, and forwarding to replicas."""
 
-    def __init__(self, request_timeout_s: Optional[float], node_id: str, api_keys: Optional[ApiKeys] = None) -> None:
+    def __init__(self, request_timeout_s: Optional[float], node_id: str, api_keys: Optional[ApiKeys] = None,
+                 is_head: bool = True) -> None:
         self.request_timeout_s = request_timeout_s
         self.node_id = node_id
+        self.is_head = is_head
         self.api_keys = api_keys or ApiKeys(None, None)
         self.metrics_endpoint = True  # http_options.metrics_endpoint: False makes /-/metrics a 404
         self.routes: List[Tuple[str, str, str]] = []
@@ -65,6 +68,21 @@ class ProxyASGIApp:
         for dep_id in list(self.routers):
             if dep_id not in live:
                 self.routers.pop(dep_id).stop()
+        if not self.is_head:  # readiness needs the replica sets, before any request asks for them
+            for dep_id in live:
+                self._router(dep_id)
+
+    def not_ready_reason(self) -> str:
+        """Why this proxy should get no traffic yet ("" when it should), as Ray Serve's
+        readiness: draining; no route yet; or, off the head node, no replica known yet
+        (the head's proxy stays ready so that a deployment scaled to zero can wake up)."""
+        if self.draining:
+            return DRAINING_MESSAGE
+        if not self.routes:
+            return NO_ROUTES_MESSAGE
+        if not self.is_head and not any(router.num_replicas for router in self.routers.values()):
+            return NO_REPLICAS_MESSAGE
+        return ""
 
     def _router(self, dep_id: DeploymentID) -> Router:
         router = self.routers.get(dep_id)
@@ -85,12 +103,8 @@ class ProxyASGIApp:
             return
         path = route_path(scope)
         if path == "/-/healthz":
-            if self.draining:
-                await send_plain(send, 503, DRAINING_MESSAGE)
-            elif not self.routes:  # as Ray Serve: not ready for traffic before there is a route
-                await send_plain(send, 503, NO_ROUTES_MESSAGE)
-            else:
-                await send_plain(send, 200, "success")
+            reason = self.not_ready_reason()
+            await send_plain(send, 503 if reason else 200, reason or "success")
             return
         if path == "/-/metrics":
             if self.metrics_endpoint:
@@ -427,13 +441,14 @@ class ProxyActor:
     """
 
     def __init__(self, node_id: str, http_options: HTTPOptions, logging_config: Optional[Dict[str, Any]] = None,
-                 tracing_config: Optional[TracingConfig] = None, index: int = 0, reuse_port: bool = False) -> None:
+                 tracing_config: Optional[TracingConfig] = None, index: int = 0, reuse_port: bool = False,
+                 is_head: bool = True) -> None:
         self._node_id = node_id
         self._reuse_port = reuse_port
         component_id = node_id[:16] + (f"-{index}" if index else "")  # each proxy of a node logs to its own file
         self._http_options = http_options
         self._app = ProxyASGIApp(http_options.request_timeout_s, node_id,
-                                 ApiKeys(http_options.api_keys_file, http_options.api_keys_env))
+                                 ApiKeys(http_options.api_keys_file, http_options.api_keys_env), is_head)
         logging_config = logging_config or {}
         self._app.access_log = logging_config.get("enable_access_log", True)
         self._app.metrics_endpoint = http_options.metrics_endpoint

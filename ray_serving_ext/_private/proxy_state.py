@@ -84,19 +84,21 @@ class ProxyStateManager:
             return [head] if head else []
         return nodes.node_ids
 
-    def _create(self, key: ProxyKey) -> None:
+    def _create(self, key: ProxyKey, is_head: bool) -> None:
         node_id, index = key
         options = system_actor_options(proxy_actor_name(node_id, index), node_id, soft=False)
         actor = remote_class(ProxyActor).options(**options).remote(
-            node_id, self.http_options, self.logging_config, self.tracing_config, index, self.per_node > 1)
+            node_id, self.http_options, self.logging_config, self.tracing_config, index, self.per_node > 1,
+            is_head)
         self.proxies[key] = ProxyRecord(node_id, actor, index)
 
     def update(self, nodes: NodeSnapshot) -> None:
         """Start proxies on new target nodes, forget those of gone nodes, poll the rest."""
         now = time.time()
         target = {(node_id, i) for node_id in self._target_nodes(nodes) for i in range(self.per_node)}
+        head = nodes.head_node_id()
         for key in sorted(target - set(self.proxies)):
-            self._create(key)
+            self._create(key, key[0] == head)
         for key in set(self.proxies) - target:
             self.proxies.pop(key)  # its node is gone; the actor went with it
         for rec in self.proxies.values():

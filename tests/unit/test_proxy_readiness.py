@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any, Dict, List, Tuple
 
-from ray_serving_ext._private.proxy import DRAINING_MESSAGE, NO_ROUTES_MESSAGE, ProxyASGIApp
+from ray_serving_ext._private.proxy import DRAINING_MESSAGE, NO_REPLICAS_MESSAGE, NO_ROUTES_MESSAGE, ProxyASGIApp
 
 
 def _get(app: ProxyASGIApp, path: str) -> Tuple[int, Dict[bytes, bytes], bytes]:
@@ -59,3 +59,26 @@ def test_with_a_route_it_is_healthy_and_other_paths_are_404():
     assert _get(app, "/b")[0] == 404
     app.draining = True
     assert _get(app, "/-/healthz")[::2] == (503, DRAINING_MESSAGE.encode())
+
+
+class _Router:
+    """Stands in for a Router: only what readiness reads."""
+
+    def __init__(self) -> None:
+        self.num_replicas = 0
+
+    def stop(self) -> None:
+        pass
+
+
+def test_off_the_head_node_it_is_ready_once_a_replica_is_known(monkeypatch):
+    app = ProxyASGIApp(None, "node", is_head=False)
+    app.access_log = False
+    router = _Router()
+    made = []
+    monkeypatch.setattr(app, "_router", lambda dep_id: made.append(dep_id) or app.routers.setdefault(dep_id, router))
+    app.update_routes({"/a": {"app_name": "a", "deployment": "A"}})
+    assert [(d.app_name, d.name) for d in made] == [("a", "A")]  # made with the routes, before any request
+    assert _get(app, "/-/healthz")[::2] == (503, NO_REPLICAS_MESSAGE.encode())
+    router.num_replicas = 1
+    assert _get(app, "/-/healthz")[::2] == (200, b"success")
