@@ -104,7 +104,11 @@ class FrameReader:
             self._error = FrameTooLargeError(length, max_frame)
             raise self._error
 
-    def feed(self, data: bytes) -> List[Tuple[int, int, Any]]:
+    def feed(self, data: bytes, max_frames: Optional[int] = None) -> List[Tuple[int, int, Any]]:
+        """The frames complete so far. With `max_frames`, parsing stops after that many and
+        the rest stays buffered, its headers unchecked, for a later `feed` (of b"" if need
+        be): a server that raises the limit once a HELLO arrives must not judge the request
+        frame sent right behind it, often in the same read, by HELLO's limit."""
         if self._error is not None:
             raise self._error
         frames: List[Tuple[int, int, Any]] = []
@@ -116,7 +120,7 @@ class FrameReader:
         buf += data
         offset = 0
         size = HEADER.size
-        while len(buf) - offset >= size:
+        while len(buf) - offset >= size and (max_frames is None or len(frames) < max_frames):
             length, ftype, rid = HEADER.unpack_from(buf, offset)
             if length > self.max_frame:
                 self._buf = bytearray()

@@ -547,31 +547,16 @@ class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
         await self._writable_event.wait()
 
     def data_received(self, data: bytes) -> None:
+        if not self._authed:
+            if not self._authenticate(data):
+                return
+            data = b""  # the rest of this read waits in the reader
         try:
             frames = self._reader.feed(data)
         except FrameTooLargeError as exc:
-            logger.warning("Closing a connection that sent a bad frame: %s", exc)
-            if self._transport is not None:
-                self._transport.close()
+            self._close_bad(exc)
             return
         for ftype, rid, payload in frames:
-            if not self._authed:
-                if ftype == HELLO and hmac.compare_digest(payload, self._token):
-                    self._authed = True
-                    if self._hello_timer is not None:
-                        self._hello_timer.cancel()
-                    try:  # a frame begun in the same read was checked against HELLO's limit only
-                        self._reader.set_max_frame(self._max_frame)
-                    except FrameTooLargeError as exc:
-                        logger.warning("Closing a connection that sent a bad frame: %s", exc)
-                        if self._transport is not None:
-                            self._transport.close()
-                        return
-                    continue
-                logger.warning("Rejected a connection that did not authenticate.")
-                if self._transport is not None:
-                    self._transport.close()
-                return
             if ftype == REQUEST:
                 self._start(rid, payload)
             elif ftype == INBOUND:
@@ -586,6 +571,33 @@ class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
                 task = self._tasks.get(rid)
                 if task is not None:
                     task.cancel()
+
+    def _authenticate(self, data: bytes) -> bool:
+        """Parse the HELLO from `data`, and only it: what follows it in the same read must
+        be judged by the data path's limit, not HELLO's. True once authenticated."""
+        try:
+            frames = self._reader.feed(data, max_frames=1)
+            if not frames:
+                return False
+            ftype, _, payload = frames[0]
+            if ftype != HELLO or not hmac.compare_digest(payload, self._token):
+                logger.warning("Rejected a connection that did not authenticate.")
+                if self._transport is not None:
+                    self._transport.close()
+                return False
+            self._authed = True
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
+            self._reader.set_max_frame(self._max_frame)
+            return True
+        except FrameTooLargeError as exc:
+            self._close_bad(exc)
+            return False
+
+    def _close_bad(self, exc: FrameTooLargeError) -> None:
+        logger.warning("Closing a connection that sent a bad frame: %s", exc)
+        if self._transport is not None:
+            self._transport.close()
 
     def _start(self, rid: int, payload: bytes) -> None:
         stream = ServerStream(self, rid)

@@ -372,3 +372,57 @@ def test_after_hello_frames_are_bounded_by_max_frame():
         assert _closed(sock)
     finally:
         loop.call_soon_threadsafe(loop.stop)
+
+
+class _Transport:
+    """Stands in for an asyncio transport: records whether it was closed."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def test_a_request_in_the_same_read_as_the_hello_is_judged_by_the_data_paths_limit():
+    """A HELLO and a 5 KB request often reach the replica in one read: the request is
+    served, not refused by the 1 KiB pre-authentication limit (the CI failure of
+    test_proxy_limits: every replica closed the proxy's first connection)."""
+    async def main() -> None:
+        proto = transport.ReplicaServerProtocol("secret", _echo_handler)
+        started: List[tuple] = []
+        proto._start = lambda rid, payload: started.append((rid, len(payload)))  # type: ignore[method-assign]
+        fake = _Transport()
+        proto.connection_made(fake)  # type: ignore[arg-type]
+        hello = b"".join(transport.encode(transport.HELLO, 0, b"secret"))
+        request = b"".join(transport.encode(transport.REQUEST, 7, b"r" * 5000))
+        proto.data_received(hello + request[:3000])  # the request's head in HELLO's read, its rest later
+        proto.data_received(request[3000:])
+        assert started == [(7, 5000)] and not fake.closed
+        proto.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_the_frame_after_a_bad_first_frame_is_never_parsed():
+    async def main() -> None:
+        proto = transport.ReplicaServerProtocol("secret", _echo_handler)
+        proto._start = lambda rid, payload: pytest.fail("a frame was started")  # type: ignore[method-assign]
+        fake = _Transport()
+        proto.connection_made(fake)  # type: ignore[arg-type]
+        wrong = b"".join(transport.encode(transport.HELLO, 0, b"guess"))
+        proto.data_received(wrong + b"".join(transport.encode(transport.REQUEST, 1, b"x")))
+        assert fake.closed
+        proto.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_frame_reader_stops_after_max_frames_and_keeps_the_rest():
+    reader = transport.FrameReader(max_frame=10)
+    data = b"".join(transport.encode(transport.HELLO, 0, b"abc")) + transport.HEADER.pack(50, transport.REQUEST, 2)
+    assert [(f, r, bytes(p)) for f, r, p in reader.feed(data, max_frames=1)] == [(transport.HELLO, 0, b"abc")]
+    reader.set_max_frame(100)
+    assert reader.feed(b"y" * 50) == [(transport.REQUEST, 2, bytearray(b"y" * 50))]
