@@ -116,6 +116,7 @@ def task_consumer(*, task_processor_config: TaskProcessorConfig) -> Callable[[ty
 
 def _make_wrapper(target_cls: Type[Any], config: TaskProcessorConfig) -> Type[Any]:
     user_del = getattr(target_cls, "__del__", None)
+    user_check = getattr(target_cls, "check_health", None)
 
     class _TaskConsumerWrapper(target_cls, TaskConsumerWrapper):  # type: ignore[misc, valid-type]
         _adapter: Optional[TaskProcessorAdapter] = None
@@ -127,6 +128,15 @@ def _make_wrapper(target_cls: Type[Any], config: TaskProcessorConfig) -> Type[An
             self._adapter = adapter
             adapter.start_consumer()
             logger.info("Task consumer started on queue '%s'.", config.queue_name)
+
+        def check_health(self) -> Any:
+            """Fails once the consumer has stopped by itself, so that the controller replaces
+            a replica that would otherwise look healthy and consume nothing (unlike Ray
+            Serve's, which goes on reporting it healthy); then the user's own check."""
+            running = getattr(self._adapter, "consumer_running", None)
+            if running is not None and not running():
+                raise RuntimeError(f"The task consumer of queue '{config.queue_name}' has stopped.")
+            return user_check(self) if user_check is not None else None
 
         def _stop_task_consumer(self) -> None:
             adapter, self._adapter = self._adapter, None

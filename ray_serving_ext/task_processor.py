@@ -180,6 +180,11 @@ class CeleryTaskProcessorAdapter(TaskProcessorAdapter):
         self._worker_thread.start()
         logger.info("Celery worker thread started with hostname: %s", self._worker_hostname)
 
+    def consumer_running(self) -> bool:
+        """Whether the worker thread started by `start_consumer` still runs (Celery ends it
+        on an unrecoverable error, e.g. a broker message it cannot decode)."""
+        return self._worker_thread is not None and self._worker_thread.is_alive()
+
     def stop_consumer(self, timeout: float = 10.0) -> None:
         """Ask the worker to shut down (it finishes running tasks) and wait up to `timeout` s."""
         thread = self._worker_thread

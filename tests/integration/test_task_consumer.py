@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -28,7 +30,35 @@ QUEUE, FAILED, UNPROCESSABLE = "tc_tasks", "tc_failed", "tc_unprocessable"
 MAX_RETRIES = 2
 
 
+def _atomic_filesystem_puts() -> None:
+    """Make this process's kombu filesystem transport write each message atomically.
+
+    kombu writes a message file in place, and a consumer listing the folder meanwhile
+    moves it and reads it empty: Celery's worker then dies of the JSONDecodeError
+    ("Unrecoverable error"), which failed this module's first test now and then. Each
+    message is written under a name no queue matches, then renamed into place. It
+    changes the test's broker only; it runs in the test process and in the replicas.
+    """
+    from kombu.transport import filesystem
+    from kombu.utils.encoding import str_to_bytes
+    from kombu.utils.json import dumps
+
+    if getattr(filesystem.Channel._put, "atomic", False):
+        return
+
+    def _put(self: Any, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        with open(final + ".part", "wb") as f:
+            f.write(str_to_bytes(dumps(payload)))
+        os.replace(final + ".part", final)
+
+    _put.atomic = True  # type: ignore[attr-defined]
+    filesystem.Channel._put = _put
+
+
 def _config(tmp_path: Path) -> TaskProcessorConfig:
+    _atomic_filesystem_puts()
     queues = tmp_path / "broker"
     for folder in ("queues", "processed", "control", "results"):
         (queues / folder).mkdir(parents=True, exist_ok=True)
@@ -51,12 +81,14 @@ def _config(tmp_path: Path) -> TaskProcessorConfig:
     )
 
 
-def _consumer_app(config: TaskProcessorConfig, attempts_file: Path, max_ongoing_requests: int = 3) -> Any:
+def _consumer_app(config: TaskProcessorConfig, attempts_file: Path, max_ongoing_requests: int = 3,
+                  health_check_period_s: float = 10) -> Any:
     @serve.deployment(max_ongoing_requests=max_ongoing_requests, graceful_shutdown_timeout_s=5,
-                      graceful_shutdown_wait_loop_s=0.2)
+                      graceful_shutdown_wait_loop_s=0.2, health_check_period_s=health_check_period_s)
     @task_consumer(task_processor_config=config)
     class Consumer:
         def __init__(self, offset: int) -> None:
+            _atomic_filesystem_puts()  # before the consumer starts: its retries are puts too
             self.offset = offset
 
         @task_handler(name="add")
@@ -159,3 +191,22 @@ def test_deleting_the_app_stops_the_consumer(serve_url, tmp_path):
     time.sleep(1.5)  # a negative check: 7 polling intervals of a worker, and nobody took the task
     assert producer.get_task_status_sync(late.id).status == "PENDING"
     assert [m["id"] for m in _queued(config, QUEUE)] == [late.id]
+
+
+def test_a_consumer_that_stopped_by_itself_fails_its_health_check_and_is_replaced(serve_url, tmp_path):
+    config = _config(tmp_path)
+    serve.run(_consumer_app(config, tmp_path / "attempts.txt", health_check_period_s=1), name="tc_dead",
+              route_prefix=None)
+    producer = instantiate_adapter_from_config(config)
+    (first,) = wait_for_condition(producer.health_check_sync, timeout=60, message="the replica's worker answers ping")[0]
+    # End the worker behind the adapter's back, as Celery does on an unrecoverable error.
+    producer._app.control.broadcast("shutdown", destination=[first])
+
+    def a_new_worker() -> List[str]:
+        names = [name for pong in producer.health_check_sync() for name in pong]
+        return names if names and first not in names else []
+
+    wait_for_condition(a_new_worker, timeout=90, message="a replacement replica's worker answers ping")
+    sent = producer.enqueue_task_sync("add", args=[2, 3])
+    done = wait_for_condition(lambda: _status(producer, sent.id, "SUCCESS"), timeout=60, message="it consumes")
+    assert done.result == 105
