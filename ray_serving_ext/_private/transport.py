@@ -526,9 +526,8 @@ class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
         self._hello_timer = asyncio.get_running_loop().call_later(self._hello_timeout_s, self._hello_overdue)
 
     def _hello_overdue(self) -> None:
-        if not self._authed and self._transport is not None:
-            logger.warning("Closing a connection that sent no HELLO within %.1fs.", self._hello_timeout_s)
-            self._transport.close()
+        if not self._authed:
+            self._close(f"Closing a connection that sent no HELLO within {self._hello_timeout_s:.1f}s.")
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -554,7 +553,7 @@ class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
         try:
             frames = self._reader.feed(data)
         except FrameTooLargeError as exc:
-            self._close_bad(exc)
+            self._close(f"Closing a connection that sent a bad frame: {exc}")
             return
         for ftype, rid, payload in frames:
             if ftype == REQUEST:
@@ -581,9 +580,7 @@ class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
                 return False
             ftype, _, payload = frames[0]
             if ftype != HELLO or not hmac.compare_digest(payload, self._token):
-                logger.warning("Rejected a connection that did not authenticate.")
-                if self._transport is not None:
-                    self._transport.close()
+                self._close("Rejected a connection that did not authenticate.")
                 return False
             self._authed = True
             if self._hello_timer is not None:
@@ -591,11 +588,11 @@ class ReplicaServerProtocol(_FrameWriter, asyncio.Protocol):
             self._reader.set_max_frame(self._max_frame)
             return True
         except FrameTooLargeError as exc:
-            self._close_bad(exc)
+            self._close(f"Closing a connection that sent a bad frame: {exc}")
             return False
 
-    def _close_bad(self, exc: FrameTooLargeError) -> None:
-        logger.warning("Closing a connection that sent a bad frame: %s", exc)
+    def _close(self, warning: str) -> None:
+        logger.warning(warning)
         if self._transport is not None:
             self._transport.close()
 
