@@ -141,8 +141,8 @@ class ProxyASGIApp:
     async def _proxy_websocket(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         """Relay a WebSocket between the client and one replica's ingress app, both ways."""
         match = match_route(self.routes, route_path(scope))
-        if match is None:
-            await send({"type": "websocket.close", "code": 1008})
+        if match is None:  # before the first route table, "try again later", as HTTP's 503
+            await send({"type": "websocket.close", "code": 1008 if self.routes_received else 1013})
             return
         prefix, app_name, deployment = match
         meta = RequestMetadata(

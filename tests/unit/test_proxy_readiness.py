@@ -82,3 +82,21 @@ def test_off_the_head_node_it_is_ready_once_a_replica_is_known(monkeypatch):
     assert _get(app, "/-/healthz")[::2] == (503, NO_REPLICAS_MESSAGE.encode())
     router.num_replicas = 1
     assert _get(app, "/-/healthz")[::2] == (200, b"success")
+
+
+def test_a_websocket_before_the_first_route_table_is_told_to_try_again():
+    closes: List[int] = []
+
+    async def receive() -> Dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Dict[str, Any]) -> None:
+        closes.append(message["code"])
+
+    scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "root_path": "", "query_string": b"",
+             "headers": [], "scheme": "ws", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
+    app = _app()
+    asyncio.run(app(scope, receive, send))
+    app.update_routes({})
+    asyncio.run(app(scope, receive, send))
+    assert closes == [1013, 1008]  # try again later; then no such route
