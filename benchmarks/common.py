@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
+from tests.utils import free_port as free_port  # one port picker for tests and benchmarks
+
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def http_request(

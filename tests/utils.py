@@ -2,16 +2,63 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Set, Tuple
+
+_HANDED_OUT: Set[int] = set()
+
+
+def _pool() -> Tuple[int, int]:
+    """Ports above Ray's default worker ports (10002-19999), below the kernel's ephemeral range."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return 20000, max(20001, low - 1)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on now, never handed out before by this process.
+
+    Why not bind(0): the kernel gives such ports from its ephemeral range, so a
+    port freed a moment ago can come back on the next call (a cluster's flags
+    once got one port twice) and any outgoing connection may take it before
+    the server binds. Ports are drawn at random below that range instead.
+    """
+    low, high = _pool()
+    for _ in range(200):
+        port = random.randint(low, high)
+        if port not in _HANDED_OUT and _bindable(port):
+            _HANDED_OUT.add(port)
+            return port
+    for _ in range(200):  # the pool is crowded: the kernel's choice, still never repeated
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port found ({len(_HANDED_OUT)} handed out by this process)")
+
+
+_PORT_CLASH_MARKERS = ("is trying to use a port number", "already in use", "Failed to bind")
+
+
+def is_port_clash(log_text: str) -> bool:
+    """Whether a server's log says it died because a port it was given was taken meanwhile."""
+    return any(marker in log_text for marker in _PORT_CLASH_MARKERS)
 
 
 def wait_for_condition(

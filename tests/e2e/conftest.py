@@ -21,7 +21,7 @@ from typing import Dict, List
 
 import pytest
 
-from tests.utils import free_port, wait_for_condition
+from tests.utils import free_port, is_port_clash, wait_for_condition
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -139,25 +139,32 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_token: str = ""):
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    env = _child_env(address)
-    if auth_token:
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=auth_token)
-        env.pop("RAY_AUTH_TOKEN_PATH", None)
-    dashboard_port = free_port() if dashboard else 0
-    log_path = tmp_path_factory.mktemp("ray_cluster") / "ray_start.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            _start_command(port, dashboard_port), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
+    log_dir = tmp_path_factory.mktemp("ray_cluster")
+    for attempt in range(3):  # another process may take a picked port before Ray binds it
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        env = _child_env(address)
+        if auth_token:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=auth_token)
+            env.pop("RAY_AUTH_TOKEN_PATH", None)
+        dashboard_port = free_port() if dashboard else 0
+        log_path = log_dir / f"ray_start_{attempt}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                _start_command(port, dashboard_port), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_for_condition(
-            lambda: proc.poll() is None and "Ray runtime started" in log_path.read_text(),
+            lambda: proc.poll() is not None or "Ray runtime started" in log_path.read_text(),
             timeout=90,
             interval=0.2,
             message=f"ray start did not come up (log: {log_path})",
         )
+        if proc.poll() is None:
+            break
+        _stop(proc)
+        if attempt == 2 or not is_port_clash(log_path.read_text()):
+            raise AssertionError(f"ray start exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
+    try:
         extra = {"dashboard_url": f"http://127.0.0.1:{dashboard_port}"} if dashboard else {}
         yield RayCluster(address=address, env=env, log_path=log_path, extra=extra)
     finally:

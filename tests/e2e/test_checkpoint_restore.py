@@ -25,7 +25,7 @@ import requests
 from ray_serving_ext._private.build import build_app
 from ray_serving_ext._private.checkpoint import make_checkpoint_manager
 from ray_serving_ext._private.constants import CHECKPOINT_KEY
-from tests.utils import free_port, wait_for_condition
+from tests.utils import free_port, is_port_clash, wait_for_condition
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +58,21 @@ class RayCluster:
     """One `ray start --head --block` in its own process group, on a free port."""
 
     def __init__(self, log_dir: str) -> None:
+        for attempt in range(3):  # another process may take a picked port before Ray binds it
+            self._launch(log_dir)
+            wait_for_condition(
+                lambda: self.proc.poll() is not None or self._started(),
+                timeout=60,
+                interval=0.2,
+                message=f"cluster {self.address} started",
+            )
+            if self.proc.poll() is None:
+                return
+            self.lose()  # whatever it started before it died
+            if attempt == 2 or not is_port_clash(self._log_tail()):
+                raise AssertionError(f"ray start exited with {self.proc.returncode}: {self._log_tail()}")
+
+    def _launch(self, log_dir: str) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = os.path.join(log_dir, f"ray-{self.port}.log")
@@ -72,11 +87,8 @@ class RayCluster:
             self.proc = subprocess.Popen(
                 cmd, env=_base_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for_condition(self._started, timeout=60, interval=0.2, message=f"cluster {self.address} started")
 
     def _started(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"ray start exited with {self.proc.returncode}: {self._log_tail()}")
         with open(self.log_path, "rb") as f:
             return b"Ray runtime started" in f.read()
 
