@@ -40,12 +40,15 @@ def _running_ids() -> set:
 
 
 def _ranks_over_http(url: str, n: int) -> Dict[str, Dict]:
-    """Each running replica's report, once HTTP has reached exactly the n running ones
-    and every report agrees with itself (context and user hook on the same rank)."""
+    """Each running replica's report, once one round of requests has reached exactly the
+    n running ones, every report agrees with itself (context and user hook on the same
+    rank) and the ranks are 0..n-1: the controller renumbers survivors after a scale-down
+    asynchronously, so a round may still see the old numbers."""
     seen: Dict[str, Dict] = {}
 
     def reached() -> bool:
         running = _running_ids()
+        seen.clear()  # only this round's reports: an earlier one may predate a renumbering
         with requests.Session() as s:
             for _ in range(40):
                 body = s.get(url, timeout=10).json()
@@ -53,7 +56,8 @@ def _ranks_over_http(url: str, n: int) -> Dict[str, Dict]:
         for gone in set(seen) - running:
             del seen[gone]
         return (len(running) == n and set(seen) == running
-                and all(b["heard"] == b["rank"] for b in seen.values()))
+                and all(b["heard"] == b["rank"] for b in seen.values())
+                and sorted(b["rank"] for b in seen.values()) == list(range(n)))
 
     wait_for_condition(reached, timeout=60, interval=0.3, message=f"{n} replicas answering with their ranks")
     return dict(seen)
