@@ -1,6 +1,6 @@
 """Measure one Serve implementation in this process, on a fresh local Ray.
 
-    python -m benchmarks.serve_bench --system ours|rayserve|rayserve-throughput|rayserve-haproxy --out FILE [--quick]
+    python -m benchmarks.serve_bench --system ours|ours-direct|rayserve|rayserve-throughput|rayserve-haproxy --out FILE [--quick]
 
 `ours` imports `ray_serving_ext as serve`, the three Ray Serve modes do `from
 ray import serve` (the mode is chosen by environment variables that
@@ -34,7 +34,7 @@ from benchmarks import apps, proccpu, procmem, systems
 from benchmarks.common import HOST, Settings, add_settings_args, free_port, http_request, log, settings_from_args, wait_for_200
 from benchmarks.loadgen import LoadResult, run_load
 
-SYSTEM_MODULES = {"ours": "ray_serving_ext", **{mode: "ray.serve" for mode in systems.RAYSERVE_MODES}}
+SYSTEM_MODULES = {"ours": "ray_serving_ext", "ours-direct": "ray_serving_ext", **{mode: "ray.serve" for mode in systems.RAYSERVE_MODES}}
 RAY_INIT_KWARGS: Dict[str, Any] = {
     "address": "local",  # always a new cluster: never attach to one found on the machine
     "num_cpus": 4,

@@ -1,5 +1,7 @@
 """The systems a benchmark run measures, and the environment each one's subprocess gets.
 
+Ours is measured as it ships (`ours`) and with http_options.direct_ingress on
+(`ours-direct`: ingress replicas accept the node's HTTP connections themselves).
 Ray Serve 2.60 is measured in its three modes, each as its own system:
 
 - `rayserve`: the default (Serve proxy actor -> replica actor calls).
@@ -30,7 +32,8 @@ from typing import Dict, Iterator, Optional, Tuple
 from benchmarks.common import free_port
 
 RAYSERVE_MODES: Tuple[str, ...] = ("rayserve", "rayserve-throughput", "rayserve-haproxy")
-SERVE_SYSTEMS: Tuple[str, ...] = ("ours",) + RAYSERVE_MODES
+OUR_MODES: Tuple[str, ...] = ("ours", "ours-direct")
+SERVE_SYSTEMS: Tuple[str, ...] = OUR_MODES + RAYSERVE_MODES
 ALL_SYSTEMS: Tuple[str, ...] = SERVE_SYSTEMS + ("uvicorn",)
 MODE_LABELS: Dict[str, str] = {  # short names for the table
     "rayserve": "default",
@@ -42,13 +45,17 @@ MODE_LABELS: Dict[str, str] = {  # short names for the table
 # explicitly, so a value inherited from the caller's shell never changes a mode.
 MODE_ENV: Dict[str, Dict[str, str]] = {
     "ours": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    # http_options.direct_ingress on (its default, read where serve.start runs)
+    "ours-direct": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0",
+                    "RAY_SERVE_EXT_DIRECT_INGRESS": "1"},
     "rayserve": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "rayserve-throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "rayserve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "uvicorn": {},
 }
 # What mode_env_of reads from a serving actor's environment (ours: how many proxies per node).
-MODE_SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_EXT_PROXIES_PER_NODE")
+MODE_SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_EXT_PROXIES_PER_NODE",
+                 "RAY_SERVE_EXT_DIRECT_INGRESS")
 # Direct ingress (both optimized modes) keeps a stopping ingress replica draining for
 # at least 30 s so external load balancers notice; every serve.delete between the
 # benchmark's applications would wait that long. Shortened: it only affects how long

@@ -21,7 +21,7 @@ from pydantic import (
 
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, Bundles, Int, QueueLimit,
-    ProxyAuthOptions, ProxyLimitOptions, ReplicasPerNode, SSLOptions, Strategy, check_json_serializable,
+    DirectIngressOption, ProxyAuthOptions, ProxyLimitOptions, ReplicasPerNode, SSLOptions, Strategy, check_json_serializable,
     check_num_replicas, check_replicas_per_node, json_serializable,
 )
 from ray_serving_ext._private.common import ReplicaID
@@ -390,7 +390,7 @@ def _normalise_proxy_location(value: Any) -> Optional[ProxyLocation]:
     )
 
 
-class HTTPOptions(SSLOptions, ProxyAuthOptions, ProxyLimitOptions):
+class HTTPOptions(SSLOptions, ProxyAuthOptions, ProxyLimitOptions, DirectIngressOption):
     """HTTP proxy options as passed to ``serve.start(http_options=...)``.
 
     A dict with the same keys is accepted wherever an ``HTTPOptions`` is; unknown

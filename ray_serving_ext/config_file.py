@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 
 from ray_serving_ext._private.config_types import (
     DEFAULT_KEEP_ALIVE_TIMEOUT_S, NUM_REPLICAS_AND_AUTOSCALING_ERROR, check_json_serializable,
-    ProxyAuthOptions, ProxyLimitOptions, SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path,
+    DirectIngressOption, ProxyAuthOptions, ProxyLimitOptions, SSLOptions, check_num_replicas, check_replicas_per_node, parse_import_path,
     route_prefix_clashes,
 )
 from ray_serving_ext._private.scheduling_config import check_scheduling_options
@@ -62,7 +62,7 @@ class gRPCOptionsSchema(BaseModel):
     enable_reflection: bool = True
 
 
-class HTTPOptionsSchema(SSLOptions, ProxyAuthOptions, ProxyLimitOptions):
+class HTTPOptionsSchema(SSLOptions, ProxyAuthOptions, ProxyLimitOptions, DirectIngressOption):
     """The ``http_options`` block of a Serve config file.
 
     Ray Serve ignores unknown keys here; this schema rejects them rather than

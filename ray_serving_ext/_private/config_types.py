@@ -12,6 +12,7 @@ import importlib
 import json
 from typing import Annotated, Any, Callable, Iterable, List, Optional, Tuple
 
+from ray_serving_ext._private.constants import DIRECT_INGRESS_DEFAULT
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
 
 MAX_REPLICAS_PER_NODE_MAX_VALUE = 100  # Ray Serve's upper bound.
@@ -225,3 +226,16 @@ class ProxyLimitOptions(BaseModel):
     body_timeout_s: Optional[float] = Field(default=60.0, gt=0)
     max_connections: Optional[int] = Field(default=10_000, gt=0)
     metrics_endpoint: bool = True
+
+
+class DirectIngressOption(BaseModel):
+    """``direct_ingress`` (not in Ray Serve), shared by ``HTTPOptions`` and the config file's
+    ``http_options``: the ingress replicas on a proxy's node accept its HTTP connections
+    themselves, from the same listening socket, so their own application's requests skip
+    the hop through the proxy's process (see README, "Direct ingress"). Off by default;
+    ``RAY_SERVE_EXT_DIRECT_INGRESS=1`` in the environment of ``serve.start`` turns the
+    default on.
+    """
+
+    direct_ingress: bool = Field(default_factory=lambda: DIRECT_INGRESS_DEFAULT)
+

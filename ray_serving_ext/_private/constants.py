@@ -97,6 +97,9 @@ PROXY_HEALTH_CHECK_PERIOD_S = _env_float("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"
 # HTTP proxy processes per node (set in the controller's environment). Above 1 they share
 # the port with SO_REUSEPORT and the kernel spreads connections over them (proxy_state.py).
 PROXIES_PER_NODE = max(1, _env_int("RAY_SERVE_EXT_PROXIES_PER_NODE", 1))
+# The default of http_options.direct_ingress (read where serve.start builds the options):
+# RAY_SERVE_EXT_DIRECT_INGRESS=1 has ingress replicas accept their node's HTTP connections.
+DIRECT_INGRESS_DEFAULT = _env_str("RAY_SERVE_EXT_DIRECT_INGRESS", "0") in ("1", "true", "True")
 
 # Tracing (Ray Serve's variables): the exporter function's import path ("" leaves
 # tracing off unless a TracingConfig turns it on) and the fraction of root traces sampled.

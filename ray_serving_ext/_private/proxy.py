@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ray_serving_ext._private import metrics, tracing, transport
 from ray_serving_ext._private.cluster import get_controller, local_node_ip
@@ -46,8 +46,11 @@ class ProxyASGIApp:
     """The ASGI app uvicorn runs: health, routes, and forwarding to replicas."""
 
     def __init__(self, request_timeout_s: Optional[float], node_id: str, api_keys: Optional[ApiKeys] = None,
-                 is_head: bool = True) -> None:
+                 is_head: bool = True, router_factory: Optional[Callable[[DeploymentID], Router]] = None) -> None:
         self.request_timeout_s = request_timeout_s
+        # How a deployment's router is made: a replica's own ingress makes its deployment's local-first.
+        self._make_router = router_factory or (
+            lambda dep_id: Router(dep_id, asyncio.get_running_loop(), get_controller))
         self.node_id = node_id
         self.is_head = is_head
         self.api_keys = api_keys or ApiKeys(None, None)
@@ -87,7 +90,7 @@ class ProxyASGIApp:
     def _router(self, dep_id: DeploymentID) -> Router:
         router = self.routers.get(dep_id)
         if router is None:
-            router = Router(dep_id, asyncio.get_running_loop(), get_controller)
+            router = self._make_router(dep_id)
             self.routers[dep_id] = router
         return router
 
@@ -432,6 +435,45 @@ def _http_protocol(app: ProxyASGIApp, http_options: HTTPOptions) -> Any:
     return "httptools"
 
 
+def make_server(app: ProxyASGIApp, http_options: HTTPOptions, host: str) -> Any:
+    """The uvicorn server a proxy (or a replica's direct ingress) runs `app` with; it is
+    started with sockets bound beforehand (`serve(sockets=...)`)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        # host is None only with an explicit proxy_location overriding the
+        # "no host, no proxy" rule; serve on localhost then, as before.
+        host=host,
+        port=http_options.port,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        # No dictConfig: it would close every logging handler in the process, ours included.
+        log_config=None,
+        http=_http_protocol(app, http_options),
+        loop="none",
+        timeout_keep_alive=http_options.keep_alive_timeout_s,
+        root_path=http_options.root_path,
+        **uvicorn_ssl_kwargs(http_options),
+    )
+    return uvicorn.Server(config)
+
+
+async def start_listening(server: Any, sock: Any) -> Any:
+    """One more listener for a running uvicorn `server`: its protocol, its connections'
+    bookkeeping; `sock` is a listening socket (closed when the listener is)."""
+    import functools
+
+    config = server.config
+    factory = functools.partial(config.http_protocol_class, config=config, server_state=server.server_state,
+                                app_state=server.lifespan.state)
+    listener = await asyncio.get_running_loop().create_server(factory, sock=sock, ssl=config.ssl,
+                                                              backlog=config.backlog)
+    server.servers.append(listener)
+    return listener
+
+
 class ProxyActor:
     """Actor wrapper: starts uvicorn on its node and follows the controller's routes.
 
@@ -444,7 +486,13 @@ class ProxyActor:
                  tracing_config: Optional[TracingConfig] = None, index: int = 0, reuse_port: bool = False,
                  is_head: bool = True) -> None:
         self._node_id = node_id
-        self._reuse_port = reuse_port
+        # Direct ingress: the node's ingress replicas accept from this proxy's sockets. They keep
+        # them when this process restarts, so the port is bound with SO_REUSEPORT then.
+        self._direct = http_options.direct_ingress and index == 0
+        self._reuse_port = reuse_port or self._direct
+        self._share: Optional[Any] = None  # ingress_share.ListenerShare, with direct ingress
+        self._listen: List[Any] = []  # the listening sockets themselves, with direct ingress
+        self._accept_lock: Optional[asyncio.Lock] = None
         component_id = node_id[:16] + (f"-{index}" if index else "")  # each proxy of a node logs to its own file
         self._http_options = http_options
         self._app = ProxyASGIApp(http_options.request_timeout_s, node_id,
@@ -494,31 +542,12 @@ class ProxyActor:
         return {"node_id": self._node_id, "pid": os.getpid(), "port": self._http_options.port}
 
     async def _start(self) -> None:
-        import uvicorn
-
         if self._serve_task is not None:
             return
         loop = asyncio.get_running_loop()
         self._long_poll = LongPollClient(get_controller, {"routes": self._app.update_routes}, loop)
         metrics.get_pusher(loop, get_controller).add_flusher(flush_logs)
-        config = uvicorn.Config(
-            self._app,
-            # host is None only with an explicit proxy_location overriding the
-            # "no host, no proxy" rule; serve on localhost then, as before.
-            host=self._host,
-            port=self._http_options.port,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            # No dictConfig: it would close every logging handler in the process, ours included.
-            log_config=None,
-            http=_http_protocol(self._app, self._http_options),
-            loop="none",
-            timeout_keep_alive=self._http_options.keep_alive_timeout_s,
-            root_path=self._http_options.root_path,
-            **uvicorn_ssl_kwargs(self._http_options),
-        )
-        self._server = uvicorn.Server(config)
+        self._server = make_server(self._app, self._http_options, self._host)
         self._serve_task = loop.create_task(self._bind_and_serve())
         # Everything loaded so far lives as long as the process: keep it out of
         # the collector's way, which shortens GC pauses on the request path.
@@ -544,10 +573,56 @@ class ProxyActor:
         if self._bind_error:
             logger.info("HTTP proxy on node %s bound %s:%d; serving.", self._node_id, self._host, port)
         self._bind_error = ""
+        if self._direct:  # uvicorn gets copies: it closes them to stop accepting, the originals stay
+            self._listen, sockets = sockets, [sock.dup() for sock in sockets]
+            asyncio.get_running_loop().create_task(self._share_listeners())
         try:
             await self._server.serve(sockets=sockets)
         except SystemExit as exc:  # uvicorn exits on start-up errors; that must not end this loop
             raise RuntimeError(f"uvicorn stopped while starting (exit status {exc.code})") from None
+
+    # ---- direct ingress ---------------------------------------------------------------------
+    async def _share_listeners(self) -> None:
+        """Once serving, hand the listening sockets to the node's ingress replicas that ask."""
+        from ray_serving_ext._private.ingress_share import ListenerShare
+
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if self._server.should_exit or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.02)
+        self._accept_lock = asyncio.Lock()
+        self._share = ListenerShare(self._listen, self._holders_changed)
+        self._share.start()
+
+    def _holders_changed(self, holders: int) -> None:
+        asyncio.get_running_loop().create_task(self._set_accepting(holders == 0))
+
+    async def _set_accepting(self, accept: bool) -> None:
+        """Accept connections only while no ingress replica does (the queue is theirs then)."""
+        assert self._accept_lock is not None
+        async with self._accept_lock:
+            servers = self._server.servers
+            if not accept and servers:
+                for listener in servers:
+                    listener.close()
+                servers.clear()
+                logger.info("Ingress replicas accept this node's connections; the proxy stopped accepting.")
+            elif accept and not servers and not self._server.should_exit:
+                for sock in self._listen:
+                    await start_listening(self._server, sock.dup())
+                logger.info("No ingress replica accepts connections; the proxy accepts them again.")
+
+    async def direct_ingress_info(self) -> Optional[Dict[str, Any]]:
+        """Where an ingress replica of this node takes the listening sockets from, with the
+        HTTP options to serve them with; None without direct ingress or before serving."""
+        return await self._on_loop(self._direct_ingress_info())
+
+    async def _direct_ingress_info(self) -> Optional[Dict[str, Any]]:
+        if self._share is None or self._app.draining:
+            return None
+        return {"path": self._share.path, "http_options": self._http_options, "is_head": self._app.is_head,
+                "pid": os.getpid()}
 
     async def check_health(self) -> None:
         await self.ready()
@@ -560,6 +635,8 @@ class ProxyActor:
         tracing.flush()
         if self._long_poll is not None:
             self._long_poll.stop()
+        if self._share is not None:
+            self._share.close()
         if self._server is not None:
             self._server.should_exit = True
             if self._serve_task is not None:
@@ -567,3 +644,5 @@ class ProxyActor:
                     await asyncio.wait_for(asyncio.shield(self._serve_task), 10)
                 except Exception:
                     pass
+        for sock in self._listen:
+            sock.close()

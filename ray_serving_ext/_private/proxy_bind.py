@@ -83,7 +83,8 @@ def _socket_owners(inodes: Set[int]) -> Dict[int, int]:
 
 
 def _is_sibling_proxy(pid: int) -> bool:
-    """A proxy of this node: a worker of the same raylet (same parent) running ProxyActor."""
+    """A proxy of this node: a worker of the same raylet (same parent) running ProxyActor,
+    or a replica holding an earlier proxy's sockets (direct ingress)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             ppid = int(f.read().rsplit(")", 1)[1].split()[1])
@@ -91,7 +92,7 @@ def _is_sibling_proxy(pid: int) -> bool:
             cmdline = f.read()
     except (OSError, ValueError, IndexError):
         return False
-    return ppid == os.getppid() and b"ProxyActor" in cmdline
+    return ppid == os.getppid() and (b"ProxyActor" in cmdline or b"ReplicaActor" in cmdline)
 
 
 def foreign_listener(port: int) -> Optional[int]:

@@ -84,6 +84,7 @@ class ReplicaActor:
         self._loop = get_router_loop()
         self._context = ReplicaContext(ReplicaID(replica_id, DeploymentID(deployment_name, app_name)))
         self._rank_world_size = 0  # world_size the controller sent with the rank (used when autoscaling)
+        self._ingress: Optional[Any] = None  # direct_ingress.ReplicaIngress, with direct ingress
         _set_replica_context(self._context)
         ray_metrics_bridge.install()  # ray.util.metrics recorded by user code show up at /-/metrics too
         logging_config = self._config.logging_config
@@ -143,6 +144,7 @@ class ReplicaActor:
                               await get_controller().get_tracing_config.remote())
         _bypass_actor_wrappers(self)
         self._server, self._port = await transport.start_server(self._token, self._handle_transport, local_node_ip())
+        await self._start_direct_ingress()
         set_models_listener(self._models_changed)
         gc.freeze()  # the user's model and our modules are long-lived: shorter GC pauses per request
         pusher = metrics.get_pusher(asyncio.get_running_loop(), get_controller)
@@ -153,6 +155,19 @@ class ReplicaActor:
         self._stats_task = _start_autoscaling_stats(self)
         self._routing_stats_task = start_routing_stats(self)
         logger.info("Replica %s initialized (pid %d, port %d).", self._replica_id, os.getpid(), self._port)
+
+    async def _start_direct_ingress(self) -> None:
+        """With http_options.direct_ingress, serve the node's HTTP connections while this
+        replica is its application's ingress (see direct_ingress.py)."""
+        http_options = await get_controller().get_http_options.remote()
+        if not http_options.direct_ingress or http_options.host is None:
+            return
+        from ray_serving_ext._private.direct_ingress import ReplicaIngress
+
+        self._ingress = ReplicaIngress(self._replica_id, DeploymentID(self._deployment_name, self._app_name),
+                                       current_node_id(), self._handle_transport,
+                                       self._access_log_enabled)
+        self._ingress.start()
 
     async def _request_rank(self) -> None:
         """Take this replica's rank from the controller (it numbers replicas by node)."""
@@ -236,6 +251,9 @@ class ReplicaActor:
         limiter = self._get_limiter()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.graceful_shutdown_timeout_s
+        # Its HTTP connections go back to the proxy now; their requests in flight finish meanwhile.
+        ingress_stopped = asyncio.ensure_future(self._on_loop(
+            self._ingress.stop(self._config.graceful_shutdown_timeout_s))) if self._ingress is not None else None
         wait_loop = self._config.graceful_shutdown_wait_loop_s
         # Sleep first: callers that have not yet heard this replica is going
         # away may still send it requests, and those must be served too.
@@ -243,6 +261,8 @@ class ReplicaActor:
             await asyncio.sleep(min(wait_loop, max(0.0, deadline - loop.time())))
             if limiter.running + limiter.waiting == 0:
                 break
+        if ingress_stopped is not None:
+            await asyncio.wait({ingress_stopped}, timeout=max(0.0, deadline - loop.time()) + 1)
         drained = limiter.running + limiter.waiting == 0
         if self._user is not None:
             try:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple
 
 import ray
 
@@ -46,8 +46,12 @@ class Router:
         loop: asyncio.AbstractEventLoop,
         get_controller: Callable[[], Any] = get_controller,
         on_dead_replica: Optional[Callable[[str], None]] = None,
+        local: Optional[Tuple[str, Callable[[], Awaitable[Any]]]] = None,
     ) -> None:
         self.deployment_id = deployment_id
+        # (replica id, connect): the replica this router runs inside (a replica's own HTTP
+        # ingress). It is chosen whenever it has room (no process hop), and reached in-process.
+        self._local = local
         self._loop = loop
         self._replicas: Dict[str, ReplicaInfo] = {}
         self._ongoing: Dict[str, int] = {}
@@ -147,6 +151,10 @@ class Router:
         ]
         if not candidates:
             return None
+        if self._local is not None:
+            local = next((r for r in candidates if r.replica_id == self._local[0]), None)
+            if local is not None and (not model_id or model_id in local.model_ids):
+                return local
         if model_id:  # a replica that already holds the model saves a load
             holding = [r for r in candidates if model_id in r.model_ids]
             if holding:
@@ -227,11 +235,14 @@ class Router:
             return conn
         pending = self._connecting.get(rid)
         if pending is None:
-            # Replicas listen on their node's IP only (a local one is reached through loopback routing).
-            host = replica.node_ip or local_node_ip()
-            pending = asyncio.ensure_future(
-                transport.ReplicaConnection.open(host, replica.port, replica.token, rid)
-            )
+            if self._local is not None and rid == self._local[0]:
+                pending = asyncio.ensure_future(self._local[1]())
+            else:
+                # Replicas listen on their node's IP only (a local one is reached through loopback routing).
+                host = replica.node_ip or local_node_ip()
+                pending = asyncio.ensure_future(
+                    transport.ReplicaConnection.open(host, replica.port, replica.token, rid)
+                )
             self._connecting[rid] = pending
             pending.add_done_callback(lambda _f: self._connecting.pop(rid, None))
         conn = await asyncio.shield(pending)

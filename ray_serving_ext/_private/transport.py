@@ -167,20 +167,29 @@ class TransportCall:
 
     # frames from the connection
     def _on_frame(self, ftype: int, payload: bytes) -> None:
-        if ftype == STARTED:
+        if ftype == ITEM or ftype == RESULT:
+            self._on_value(ftype, pickle.loads(payload), len(payload))
+        elif ftype == ERROR:
+            self._fail(_load_error(payload))
+        elif ftype == CREDIT:
+            self._add_inbound_credit(CREDIT_AMOUNT.unpack(payload)[0])
+        else:  # STARTED, END
+            self._on_value(ftype, None, 0)
+
+    def _on_value(self, ftype: int, value: Any, size: int) -> None:
+        """What the replica answered (unpickled here, or handed over in-process: local_call)."""
+        if ftype == ITEM:
+            listener = self.listener
+            if listener is not None and self._tell(listener, value):
+                self._give_credit(size)
+            elif self._queue is not None and not self.done:
+                self._queue.put_nowait(_Sized(value, size))
+        elif ftype == STARTED:
             self.started = True
         elif ftype == RESULT:
-            value = pickle.loads(payload)
             if self._future is not None and not self._future.done():
                 self._future.set_result(value)
             self._finish()
-        elif ftype == ITEM:
-            value = pickle.loads(payload)
-            listener = self.listener
-            if listener is not None and self._tell(listener, value):
-                self._give_credit(len(payload))
-            elif self._queue is not None and not self.done:
-                self._queue.put_nowait(_Sized(value, len(payload)))
         elif ftype == END:
             listener = self.listener
             if listener is not None:
@@ -188,12 +197,11 @@ class TransportCall:
             elif self._queue is not None:
                 self._queue.put_nowait(_END)
             self._finish()
-        elif ftype == ERROR:
-            self._fail(_load_error(payload))
-        elif ftype == CREDIT:
-            self._inbound_credit += CREDIT_AMOUNT.unpack(payload)[0]
-            if self._inbound_ok is not None and self._inbound_credit > 0:
-                self._inbound_ok.set()
+
+    def _add_inbound_credit(self, amount: int) -> None:
+        self._inbound_credit += amount
+        if self._inbound_ok is not None and self._inbound_credit > 0:
+            self._inbound_ok.set()
 
     def _tell(self, listener: Callable[[Any], bool], item: Any) -> bool:
         """Hand `item` to the listener. Whatever it raises stays with this call (it is
@@ -245,8 +253,11 @@ class TransportCall:
     def _give_credit(self, size: int) -> None:
         self._taken += size
         if self._taken >= self._window >> 2 and not self.done:
-            self.conn.send_frames(credit_frame(self.request_id, self._taken))
+            self._return_credit(self._taken)
             self._taken = 0
+
+    def _return_credit(self, amount: int) -> None:
+        self.conn.send_frames(credit_frame(self.request_id, amount))
 
     async def send_inbound(self, message: Any, force: bool = False) -> None:
         """Send one message to the running request (a WebSocket client's message, a body chunk).
@@ -255,15 +266,22 @@ class TransportCall:
         nothing, once the call is done. `force` sends without credit (a disconnect:
         it must get through even to an app that stopped reading).
         """
-        payload = dumps(message)
+        payload, size = self._inbound_payload(message)
         while not force and self._inbound_credit <= 0 and not self.done:
             if self._inbound_ok is None:
                 self._inbound_ok = asyncio.Event()
             self._inbound_ok.clear()
             await self._inbound_ok.wait()
         if not self.done:
-            self._inbound_credit -= len(payload)
-            self.conn.send(INBOUND, self.request_id, payload)
+            self._inbound_credit -= size
+            self._send_inbound(payload, size)
+
+    def _inbound_payload(self, message: Any) -> Tuple[Any, int]:
+        payload = dumps(message)
+        return payload, len(payload)
+
+    def _send_inbound(self, payload: Any, size: int) -> None:
+        self.conn.send(INBOUND, self.request_id, payload)
 
     def cancel(self) -> None:
         if self.done:
@@ -291,6 +309,14 @@ def _load_error(payload: bytes) -> BaseException:
         cause, tb_text, where = pickle.loads(payload)
     except Exception as err:  # the exception itself did not survive pickling
         return RayServeException(f"A replica raised an exception that could not be unpickled: {err}")
+    return wrap_error(cause, tb_text, where)
+
+
+def wrap_error(cause: Any, tb_text: str, where: str) -> BaseException:
+    """A replica's exception as its caller raises it: wrapped as Ray wraps task errors
+    (still an instance of its type), with the replica's traceback text."""
+    from ray_serving_ext.exceptions import RayServeException
+
     if not isinstance(cause, Exception) or isinstance(cause, RayServeException):
         return cause if isinstance(cause, BaseException) else RuntimeError(str(cause))
     try:

@@ -17,6 +17,9 @@ from ray_serving_ext import api as serve_api
 from tests.utils import free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# SERVE_TEST_DIRECT_INGRESS=1 runs the integration tests with http_options.direct_ingress on
+# (the replicas' own HTTP ingress): the same contract must hold either way.
+DEFAULT_HTTP_OPTIONS = {"direct_ingress": True} if os.environ.get("SERVE_TEST_DIRECT_INGRESS") == "1" else {}
 
 
 @pytest.fixture(scope="package")
@@ -45,7 +48,7 @@ class ServeInstance:
 
     def ensure(self, port: int = 0, **http_options) -> str:
         """The instance with these HTTP options (on `port`, or a free one), restarted if it differs."""
-        wanted = {"host": "127.0.0.1", **http_options}
+        wanted = {"host": "127.0.0.1", **DEFAULT_HTTP_OPTIONS, **http_options}
         if self.options is not None and {k: v for k, v in self.options.items() if k != "port"} == wanted \
                 and port in (0, self.options["port"]):
             return self.url
