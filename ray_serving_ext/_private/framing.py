@@ -87,7 +87,7 @@ class FrameReader:
         self._buf = bytearray()
         self.max_frame = max_frame
         self._error: Optional[FrameTooLargeError] = None
-        # The large payload being filled: (frame type, request id, target, bytes filled).
+        # The large payload being filled: (frame type, request id, what arrived, its length).
         self._large: Optional[Tuple[int, int, bytearray, int]] = None
 
     def set_max_frame(self, max_frame: int) -> None:
@@ -95,7 +95,7 @@ class FrameReader:
         self.max_frame = max_frame
         length = -1
         if self._large is not None:
-            length = len(self._large[2])
+            length = self._large[3]
         elif len(self._buf) >= HEADER.size:
             length = HEADER.unpack_from(self._buf, 0)[0]
         if length > max_frame:
@@ -129,10 +129,9 @@ class FrameReader:
             end = offset + size + length
             if len(buf) < end:
                 if length >= self.LARGE_PAYLOAD_BYTES:  # the rest is read straight into its own buffer
-                    target = bytearray(length)
-                    have = len(buf) - offset - size
-                    target[:have] = memoryview(buf)[offset + size:]
-                    self._large = (ftype, rid, target, have)
+                    # It grows as bytes arrive (not allocated at the claimed length): a peer
+                    # that claims a gigabyte and sends a kilobyte costs a kilobyte.
+                    self._large = (ftype, rid, bytearray(memoryview(buf)[offset + size:]), length)
                     offset = len(buf)
                 break
             frames.append((ftype, rid, buf[offset + size:end]))  # a bytearray slice: one copy
@@ -143,13 +142,11 @@ class FrameReader:
 
     def _fill(self, data: bytes, frames: List[Tuple[int, int, Any]]) -> Any:
         """Copy into the large payload being filled; returns what follows it in `data`."""
-        ftype, rid, target, have = self._large  # type: ignore[misc]
-        take = min(len(target) - have, len(data))
+        ftype, rid, target, length = self._large  # type: ignore[misc]
+        take = min(length - len(target), len(data))
         view = memoryview(data)
-        target[have:have + take] = view[:take]
-        have += take
-        if have < len(target):
-            self._large = (ftype, rid, target, have)
+        target += view[:take]
+        if len(target) < length:
             return b""
         self._large = None
         frames.append((ftype, rid, target))

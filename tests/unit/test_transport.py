@@ -426,3 +426,29 @@ def test_frame_reader_stops_after_max_frames_and_keeps_the_rest():
     assert [(f, r, bytes(p)) for f, r, p in reader.feed(data, max_frames=1)] == [(transport.HELLO, 0, b"abc")]
     reader.set_max_frame(100)
     assert reader.feed(b"y" * 50) == [(transport.REQUEST, 2, bytearray(b"y" * 50))]
+
+
+def test_a_large_frame_claimed_costs_only_what_arrived() -> None:
+    import tracemalloc
+
+    from ray_serving_ext._private.framing import HEADER, FrameReader
+
+    reader = FrameReader(max_frame=1 << 30)
+    claimed = 512 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        assert reader.feed(HEADER.pack(claimed, 2, 1) + b"x" * 100_000) == []
+        for _ in range(10):
+            assert reader.feed(b"y" * 100_000) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"{peak} bytes held for a frame that sent 1.1 MB of {claimed}"
+    # The frame still completes, byte for byte, when the rest arrives.
+    reader = FrameReader(max_frame=1 << 30)
+    body = bytes(range(256)) * 1024  # 256 KiB, over LARGE_PAYLOAD_BYTES
+    wire = HEADER.pack(len(body), 2, 7) + body + HEADER.pack(3, 2, 8) + b"end"
+    frames = []
+    for i in range(0, len(wire), 10_000):
+        frames += reader.feed(wire[i:i + 10_000])
+    assert [(t, r, bytes(p)) for t, r, p in frames] == [(2, 7, body), (2, 8, b"end")]
