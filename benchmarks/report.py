@@ -1,6 +1,7 @@
 """The comparison table: each figure for ours, each Ray Serve mode and uvicorn,
 which Ray Serve mode was fastest for it, the ratio ours/that mode, and
-PASS/MISS against the targets of issue #5.
+PASS/MISS against the targets of issue #14, for ours as shipped and for ours with
+direct ingress (`ours-direct`).
 
 "Fastest" is per figure: the highest value where higher is better
 (throughput), the lowest where lower is better (latency, time, memory, CPU).
@@ -124,8 +125,8 @@ def compare(
         values = {system: lookup(systems.get(system), metric.path) for system in ALL_SYSTEMS}
         mode = best_mode(values, metric.better)
         best = values[mode] if mode is not None else None
-        ours = values["ours"]
-        ratio = ours / best if ours is not None and best else None
+        ratio = _ratio(values["ours"], best)
+        direct = _ratio(values["ours-direct"], best)
         rows.append({
             "metric": metric.label,
             "unit": metric.unit,
@@ -134,10 +135,20 @@ def compare(
             "best_rayserve_mode": mode,
             "best_rayserve": best,
             "ratio_ours_over_best_rayserve": ratio,
+            "ratio_direct_over_best_rayserve": direct,
             "target": metric.target_text() or None,
             "status": judge(metric, ratio) or None,
+            "status_direct": judge(metric, direct) or None,
         })
     return rows
+
+
+def _ratio(value: Optional[float], best: Optional[float]) -> Optional[float]:
+    return value / best if value is not None and best else None
+
+
+def _fmt_ratio(ratio: Optional[float]) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def _fmt(value: Optional[float], unit: str) -> str:
@@ -151,24 +162,24 @@ def _fmt(value: Optional[float], unit: str) -> str:
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
-    """A Markdown table (readable as plain text too): one row per figure, one column per system."""
-    columns = ["ours", *RAYSERVE_MODES, "uvicorn"]
-    header = ["Figure", "Unit", "Better", "ours", *(f"RS {MODE_LABELS[m]}" for m in RAYSERVE_MODES), "uvicorn",
-              "best RS", "ours/best RS", "Target", "Status"]
+    """A Markdown table (readable as plain text too): one row per figure, one column per system,
+    then the fastest Ray Serve mode and how ours, as shipped and with direct ingress, compare."""
+    columns = ["ours", "ours-direct", *RAYSERVE_MODES, "uvicorn"]
+    header = ["Figure", "Unit", "Better", "ours", "ours direct", *(f"RS {MODE_LABELS[m]}" for m in RAYSERVE_MODES),
+              "uvicorn", "best RS", "ours/best RS", "direct/best RS", "Target", "Status", "Status direct"]
     lines = [header]
     for row in rows:
-        ratio = row["ratio_ours_over_best_rayserve"]
         mode = row["best_rayserve_mode"]
         lines.append([
             row["metric"], row["unit"], row["better"],
             *(_fmt(row.get(system), row["unit"]) for system in columns),
             MODE_LABELS[mode] if mode else "-",
-            "-" if ratio is None else f"{ratio:.2f}x",
-            row["target"] or "", row["status"] or "",
+            _fmt_ratio(row["ratio_ours_over_best_rayserve"]), _fmt_ratio(row.get("ratio_direct_over_best_rayserve")),
+            row["target"] or "", row["status"] or "", row.get("status_direct") or "",
         ])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     first_number, ratio_col = 3, 3 + len(columns) + 1
-    numeric = set(range(first_number, first_number + len(columns))) | {ratio_col}
+    numeric = set(range(first_number, first_number + len(columns))) | {ratio_col, ratio_col + 1}
 
     def render(cells: List[str]) -> str:
         padded = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]

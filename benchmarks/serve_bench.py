@@ -126,7 +126,8 @@ class SystemBench:
         Every serving actor must have been started with the system's mode
         switches in its environment; in HAProxy mode an haproxy process must
         run below the HAProxyManager actor and be what listens on the HTTP
-        port, and in the other modes no haproxy may run.
+        port, and in the other modes no haproxy may run; with our direct ingress a replica
+        must hold the HTTP port's socket, and without it none may.
         """
         processes = procmem.serving_actor_processes()
         expected = systems.expected_mode_env(self.system)
@@ -144,6 +145,11 @@ class SystemBench:
                 problems.append(f"port {self.port} is not served by haproxy: {listeners}")
         elif haproxy:
             problems.append(f"haproxy processes {haproxy} running outside HAProxy mode")
+        replica_listens = any("ReplicaActor" in (lst["title"] or "") for lst in listeners)
+        if self.system == "ours-direct" and not replica_listens:
+            problems.append(f"port {self.port} is not held by a replica (direct ingress): {listeners}")
+        elif self.system == "ours" and replica_listens:
+            problems.append(f"a replica holds port {self.port} without direct ingress: {listeners}")
         if not actors:
             problems.append("no serving actor processes found")
         if problems:

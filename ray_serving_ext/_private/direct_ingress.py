@@ -4,12 +4,13 @@ An application's ingress replica on a node with a proxy takes the proxy's
 listening sockets (ingress_share) and serves the node's HTTP connections in its
 own process with the proxy's own stack: the same protocol, limits, API keys,
 fast path, readiness probes, route table, timeouts, request ids, metrics and
-access lines. A request for its own deployment goes to a router that prefers
-this replica and reaches it in-process (local_call: no socket, no pickling); when this replica is full, the router
-sends to the deployment's other replicas over the data path, as a proxy would,
-and other applications' requests are forwarded as a proxy forwards them.
+access lines (the latter in a proxy log file of their own). A request is routed
+as the proxy routes it, by power of two choices over the deployment's replicas
+(so requests are spread per request, not per connection); when the choice is
+this replica it is reached in-process (local_call: no socket, no pickling), and
+other replicas and other applications over the data path, as from a proxy.
 What a request skips is the hop through the proxy's process: one process
-wake-up and two socket crossings each way.
+wake-up and two socket crossings each way, and with one replica all of them.
 
 While an ingress replica holds the sockets the proxy does not accept; when the
 replica shuts down it gives them back before it stops accepting, so a
@@ -44,12 +45,16 @@ class ReplicaIngress:
     """One replica's HTTP server on its node's proxy port, while it is an application's ingress."""
 
     def __init__(self, replica_id: str, deployment_id: DeploymentID, node_id: str,
-                 handler: transport.Handler, access_log: bool) -> None:
+                 handler: transport.Handler, access_log: bool, log_encoding: str = "TEXT",
+                 logs_dir: Optional[str] = None) -> None:
         self._replica_id = replica_id
         self._deployment_id = deployment_id
         self._node_id = node_id
         self._handler = handler
         self._access_log = access_log
+        self._log_encoding = log_encoding
+        self._logs_dir = logs_dir
+        self._component_id = f"{deployment_id.app_name}_{deployment_id.name}_{replica_id}"
         self._routes: Optional[Dict[str, Dict[str, str]]] = None
         self._changed: Optional[asyncio.Event] = None
         self._long_poll: Optional[LongPollClient] = None
@@ -151,7 +156,7 @@ class ReplicaIngress:
                            self._proxy_pid)
 
     async def _start_server(self, info: Dict[str, Any]) -> None:
-        from ray_serving_ext._private.logging_utils import route_uvicorn_logs
+        from ray_serving_ext._private.logging_utils import access_logger, route_uvicorn_logs
         from ray_serving_ext._private.proxy import ProxyASGIApp, make_server
         from ray_serving_ext._private.proxy_auth import ApiKeys
 
@@ -160,6 +165,10 @@ class ReplicaIngress:
                            ApiKeys(http_options.api_keys_file, http_options.api_keys_env), info["is_head"],
                            router_factory=self._make_router)
         app.access_log = self._access_log
+        # Its access lines go to a proxy log file of their own, as the proxy's do; the
+        # replica's log keeps one line per request, its own.
+        app.access_logger = access_logger("proxy", f"direct_{self._component_id}", encoding=self._log_encoding,
+                                          logs_dir=self._logs_dir)
         app.metrics_endpoint = http_options.metrics_endpoint
         if self._routes is not None:
             app.update_routes(self._routes)

@@ -7,7 +7,7 @@ import logging
 import logging.handlers
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 SERVE_LOGGER_NAME = "ray_serving_ext"
 
@@ -80,14 +80,43 @@ def configure_component_logger(
     component: str, component_id: str, *, encoding: str = "TEXT", level: Any = "INFO", logs_dir: Optional[str] = None
 ) -> str:
     """Send the package's logs in this process to `<logs_dir>/<component>_<id>.log`; returns the path."""
+    path, handler = _buffered_file_handler(component, component_id, encoding, logs_dir)
+    logger = logging.getLogger(SERVE_LOGGER_NAME)
+    for old in list(logger.handlers):
+        if getattr(old, "_serve_component", False):
+            logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level if isinstance(level, int) else str(level).upper())
+    logger.propagate = False  # keep serve logs out of the driver's console
+    return path
+
+
+def access_logger(component: str, component_id: str, *, encoding: str = "TEXT",
+                  logs_dir: Optional[str] = None) -> logging.Logger:
+    """A logger writing to `<logs_dir>/<component>_<id>.log` only: for the access lines a
+    process writes in another component's name (a replica's direct ingress writes the
+    proxy's), so that each log file keeps one kind of line."""
+    logger = logging.getLogger(f"{_OWN_FILE_LOGGERS}.{component}_{component_id}")
+    if not logger.handlers:
+        _, handler = _buffered_file_handler(component, component_id, encoding, logs_dir)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        _own_file_loggers.append(logger)
+    return logger
+
+
+# Loggers of access_logger (outside SERVE_LOGGER_NAME, so the process's own file never gets their lines).
+_OWN_FILE_LOGGERS = "ray_serving_ext_files"
+_own_file_loggers: List[logging.Logger] = []
+
+
+def _buffered_file_handler(component: str, component_id: str, encoding: str,
+                           logs_dir: Optional[str]) -> "tuple[str, logging.Handler]":
     directory = logs_dir or serve_logs_dir()
     os.makedirs(directory, exist_ok=True)
     safe_id = component_id.replace("/", "_").replace("#", "_").replace(":", "_")
     path = os.path.join(directory, f"{component}_{safe_id}.log")
-    logger = logging.getLogger(SERVE_LOGGER_NAME)
-    for handler in list(logger.handlers):
-        if getattr(handler, "_serve_component", False):
-            logger.removeHandler(handler)
     file_handler = logging.FileHandler(path)
     if str(encoding).upper() == "JSON":
         file_handler.setFormatter(JSONFormatter())
@@ -99,16 +128,14 @@ def configure_component_logger(
     # so writing one per request does not cost a write system call each.
     handler = logging.handlers.MemoryHandler(capacity=512, flushLevel=logging.WARNING, target=file_handler)
     handler._serve_component = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(level if isinstance(level, int) else str(level).upper())
-    logger.propagate = False  # keep serve logs out of the driver's console
-    return path
+    return path, handler
 
 
 def flush_logs() -> None:
     """Write out buffered log records of this process."""
-    for handler in logging.getLogger(SERVE_LOGGER_NAME).handlers:
-        handler.flush()
+    for logger in [logging.getLogger(SERVE_LOGGER_NAME), *_own_file_loggers]:
+        for handler in logger.handlers:
+            handler.flush()
 
 
 class RateLimitFilter(logging.Filter):

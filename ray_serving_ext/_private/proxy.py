@@ -59,6 +59,7 @@ class ProxyASGIApp:
         self.routers: Dict[DeploymentID, Router] = {}
         self.draining = False
         self.access_log = True
+        self.access_logger = logger  # a replica's direct ingress writes these lines to a proxy log file
         # False until the controller's first route table arrives: a proxy that Ray
         # has just restarted answers 503 (retryable) then, not 404 for a live route.
         self.routes_received = False
@@ -216,7 +217,7 @@ class ProxyASGIApp:
         if not status or status >= 400:
             metrics.child(metrics.HTTP_ERRORS, route, code, method, app_name).inc()
         if self.access_log:
-            log_access(logger, __file__, _ACCESS_LINE, "%s %s %s %s %.1fms",
+            log_access(self.access_logger, __file__, _ACCESS_LINE, "%s %s %s %s %.1fms",
                        (request_id, method, scope["path"], code, elapsed_ms),
                        {"request_id": request_id, "route": route, "method": method,
                         "status": code, "app": app_name, "duration_ms": round(elapsed_ms, 3)})

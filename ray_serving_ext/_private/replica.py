@@ -164,9 +164,11 @@ class ReplicaActor:
             return
         from ray_serving_ext._private.direct_ingress import ReplicaIngress
 
+        logging_config = self._config.logging_config
         self._ingress = ReplicaIngress(self._replica_id, DeploymentID(self._deployment_name, self._app_name),
-                                       current_node_id(), self._handle_transport,
-                                       self._access_log_enabled)
+                                       current_node_id(), self._handle_transport, self._access_log_enabled,
+                                       logging_config.encoding if logging_config else "TEXT",
+                                       logging_config.logs_dir if logging_config else None)
         self._ingress.start()
 
     async def _request_rank(self) -> None:

@@ -50,7 +50,8 @@ class Router:
     ) -> None:
         self.deployment_id = deployment_id
         # (replica id, connect): the replica this router runs inside (a replica's own HTTP
-        # ingress). It is chosen whenever it has room (no process hop), and reached in-process.
+        # ingress). It is chosen as any other (requests are spread per request, not per
+        # connection), and reached in-process when it is.
         self._local = local
         self._loop = loop
         self._replicas: Dict[str, ReplicaInfo] = {}
@@ -151,10 +152,6 @@ class Router:
         ]
         if not candidates:
             return None
-        if self._local is not None:
-            local = next((r for r in candidates if r.replica_id == self._local[0]), None)
-            if local is not None and (not model_id or model_id in local.model_ids):
-                return local
         if model_id:  # a replica that already holds the model saves a load
             holding = [r for r in candidates if model_id in r.model_ids]
             if holding:
