@@ -121,7 +121,9 @@ class ReplicaIngress:
         except ValueError:
             return False  # no proxy on this node (yet)
         info = await proxy.direct_ingress_info.remote()
-        if info is None:
+        if info is None:  # the proxy is draining (or not sharing): its node takes no new connections
+            if self.serving:
+                await self._release()
             return False
         sockets, holder = await take_listeners(info["path"])
         if self._server is None:

@@ -250,3 +250,28 @@ def test_a_restarted_proxy_hands_out_its_sockets_again(direct_url):
     wait_for_condition(lambda: set(_who_answers(direct_url, "/pid", tries=5)) == {f"200:{replica_pid}:{replica_pid}"},
                        timeout=60, interval=0.5, message="the replica accepts from the new proxy's socket")
     assert requests.get(f"{direct_url}/-/healthz", timeout=10).status_code == 200
+
+
+def test_a_draining_proxy_takes_the_replicas_off_the_port_too(direct_url, serve_instance):
+    """Last in the module: it drains the instance's proxy, then shuts the instance down."""
+    serve.run(Pid.bind(), name="pid", route_prefix="/pid")
+    replica_pid = requests.get(f"{direct_url}/pid", timeout=30).text
+    wait_for_condition(lambda: set(_who_answers(direct_url, "/pid", tries=3)) == {f"200:{replica_pid}:{replica_pid}"},
+                       timeout=30)
+    node_id = next(iter(serve.status().proxies))
+    proxy = ray.get_actor("SERVE_PROXY_ACTOR-" + node_id, namespace="serve")
+    try:
+        ray.get(proxy.prepare_for_shutdown.remote(), timeout=60)
+
+        def off_the_port() -> bool:
+            try:
+                requests.get(f"{direct_url}/pid", timeout=2)
+            except requests.ConnectionError:
+                return True
+            return False
+
+        wait_for_condition(off_the_port, timeout=30, interval=0.5,
+                           message="nothing accepts the drained node's connections")
+    finally:
+        serve.shutdown()
+        serve_instance.options = None  # the next test starts a new instance
