@@ -116,8 +116,9 @@ class ReplicaIngress:
         """Take the node's proxy's sockets (in place of those of a proxy that is gone)."""
         import ray
 
-        try:
-            proxy = ray.get_actor(PROXY_NAME_PREFIX + self._node_id, namespace=SERVE_NAMESPACE)
+        try:  # a GCS lookup that blocks: off the serving loop
+            proxy = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: ray.get_actor(PROXY_NAME_PREFIX + self._node_id, namespace=SERVE_NAMESPACE))
         except ValueError:
             return False  # no proxy on this node (yet)
         info = await proxy.direct_ingress_info.remote()

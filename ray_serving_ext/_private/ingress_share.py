@@ -82,12 +82,8 @@ class ListenerShare:
 
     async def _hold(self, conn: socket.socket) -> None:
         """Wait until the holder lets go (closes, or its process ends)."""
-        loop = asyncio.get_running_loop()
         try:
-            while await loop.sock_recv(conn, 64):
-                pass
-        except OSError:
-            pass
+            await until_closed(conn)
         finally:
             conn.close()
             self._holders.discard(asyncio.current_task())  # type: ignore[arg-type]
@@ -141,7 +137,7 @@ async def take_listeners(path: str) -> Tuple[List[socket.socket], socket.socket]
 
 
 async def until_closed(conn: socket.socket) -> None:
-    """Returns when the proxy's end of a holder connection closed (the proxy is gone)."""
+    """Returns when the other end of a holder connection closed (the proxy, or the holder, is gone)."""
     loop = asyncio.get_running_loop()
     try:
         while await loop.sock_recv(conn, 64):

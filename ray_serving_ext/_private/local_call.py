@@ -19,7 +19,9 @@ from typing import Any, Dict, Optional, Tuple
 from ray_serving_ext._private.common import HTTP, UNARY, WEBSOCKET, Request
 from ray_serving_ext._private.constants import INBOUND_WINDOW_BYTES, STREAM_WINDOW_BYTES
 from ray_serving_ext._private.framing import CANCEL, END, ITEM, RESULT, STARTED, _Sized
-from ray_serving_ext._private.transport import Handler, ReplicaUnavailableError, TransportCall, wrap_error
+from ray_serving_ext._private.transport import (
+    Handler, ReplicaUnavailableError, ServerStream, TransportCall, wrap_error,
+)
 
 _OVERHEAD = 64  # what an item counts against a window beyond its bodies (a frame's header, roughly)
 
@@ -109,23 +111,16 @@ class LocalCall(TransportCall):
                 f"Replica {self.replica_id} stopped the request", started=self.started, replica_id=self.replica_id))
 
 
-class LocalStream:
-    """The handler's side of a LocalCall: transport.ServerStream's methods, in-process."""
+class LocalStream(ServerStream):
+    """The handler's side of a LocalCall: a transport.ServerStream (its windows, inbound
+    queue and credit bookkeeping) whose frames go to the call in-process."""
 
-    __slots__ = ("_call", "credit", "_room", "_inbound", "_read")
+    __slots__ = ("_call",)
 
     def __init__(self, call: LocalCall, window: int) -> None:
+        super().__init__(None, call.request_id)  # type: ignore[arg-type]
         self._call = call
         self.credit = window
-        self._room: Optional[asyncio.Event] = None
-        self._inbound: Optional[asyncio.Queue] = None
-        self._read = 0
-
-    @property
-    def inbound(self) -> asyncio.Queue:
-        if self._inbound is None:
-            self._inbound = asyncio.Queue()
-        return self._inbound
 
     def started(self) -> None:
         self._call._on_value(STARTED, None, 0)
@@ -142,21 +137,8 @@ class LocalStream:
         self.credit -= size
         self._call._on_value(ITEM, value, size)
 
-    def add_credit(self, amount: int) -> None:
-        self.credit += amount
-        if self._room is not None and self.credit > 0:
-            self._room.set()
-
     def grant_inbound(self, window: int = INBOUND_WINDOW_BYTES) -> None:
         self._call._add_inbound_credit(window)
-
-    async def receive(self) -> Any:
-        item = await self.inbound.get()
-        self._read += item.size
-        if self._read >= INBOUND_WINDOW_BYTES >> 2:
-            self._call._add_inbound_credit(self._read)
-            self._read = 0
-        return item.value
 
     def result(self, value: Any) -> None:
         self._call._on_value(RESULT, value, 0)

@@ -501,7 +501,7 @@ class ServerStream:
         item = await self.inbound.get()
         self._read += item.size
         if self._read >= INBOUND_WINDOW_BYTES >> 2:
-            self._proto.send_frames(credit_frame(self.rid, self._read))
+            self.grant_inbound(self._read)
             self._read = 0
         return item.value
 
