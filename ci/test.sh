@@ -30,7 +30,7 @@ echo "ci/test.sh: installed in $(( $(date +%s) - started ))s with $(python -m pi
 
 set +e
 if [ "$#" -gt 0 ]; then  # a selection: one pytest run, as given
-  python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+  python -m pytest -q -rs -p no:cacheprovider --durations=15 "$@"
   status=$?
 else
   # The whole suite as two pytest runs at once: the e2e tests (their own
@@ -47,9 +47,9 @@ else
     ignores+=("--ignore=tests/integration/$m.py")
   done
   e2e_log="$(mktemp /tmp/ray_serving_ext_e2e.XXXXXX)"
-  python -m pytest -q -p no:cacheprovider --durations=10 tests/e2e "${side_paths[@]}" >"$e2e_log" 2>&1 &
+  python -m pytest -q -rs -p no:cacheprovider --durations=10 tests/e2e "${side_paths[@]}" >"$e2e_log" 2>&1 &
   e2e_pid=$!
-  python -m pytest -q -p no:cacheprovider --durations=15 tests/unit tests/integration "${ignores[@]}"
+  python -m pytest -q -rs -p no:cacheprovider --durations=15 tests/unit tests/integration "${ignores[@]}"
   status=$?
   wait "$e2e_pid"
   e2e_status=$?

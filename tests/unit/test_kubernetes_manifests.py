@@ -166,7 +166,7 @@ def test_the_pod_template_check_rejects_a_broken_container() -> None:
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(_as_pod_template("ray-pod", broken), K8S_VERSION, strict=True)
     broken = copy.deepcopy(template)
-    broken["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = [SERVE_PORT]
+    broken["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = [SERVE_PORT]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(_as_pod_template("ray-pod", broken), K8S_VERSION, strict=True)
 
@@ -226,12 +226,27 @@ def test_every_container_has_requests_and_limits(container: Doc) -> None:
     assert container["image"].startswith("ghcr.io/example/ray-serving-ext:")  # the documented placeholder
 
 
-@pytest.mark.parametrize("container", [c for _, c in _ray_containers()], ids=[w for w, _ in _ray_containers()])
-def test_every_ray_container_probes_its_proxy(container: Doc) -> None:
+@pytest.mark.parametrize("where,container", _ray_containers(), ids=[w for w, _ in _ray_containers()])
+def test_every_ray_container_probes_its_proxy(where: str, container: Doc) -> None:
+    is_head = where.endswith(":head:ray-head")
     for probe, path in PROBE_PATHS.items():
+        if is_head and probe == "readinessProbe":
+            continue  # the head's readiness is the admin API's port (next test)
         http = container[probe]["httpGet"]
         assert (http["path"], http["port"]) == (path, SERVE_PORT), (container["name"], probe)
     assert _ports(container)["serve"] == SERVE_PORT
+
+
+@pytest.mark.parametrize("doc", [d for _, d in _kuberay()], ids=[_id(n, d) for n, d in _kuberay()])
+def test_the_heads_readiness_does_not_wait_for_an_application(doc: Doc) -> None:
+    # KubeRay sends its first PUT only once the head pod is Ready, and the proxy's
+    # /-/healthz is 503 until an application has a route: a head whose readiness were
+    # /-/healthz would never become Ready, so no config would ever be deployed. Its
+    # readiness is the admin API taking connections (a TCP check: it needs no API key).
+    head = _head_container(doc)
+    assert head["readinessProbe"] == {**head["readinessProbe"], "tcpSocket": {"port": ADMIN_PORT}}
+    assert "httpGet" not in head["readinessProbe"] and "exec" not in head["readinessProbe"]
+    assert int(_env(head)["RAY_SERVE_EXT_ADMIN_PORT"]) == ADMIN_PORT
 
 
 # ---- how KubeRay reaches the admin API -------------------------------------------------------
@@ -317,7 +332,8 @@ def test_services_expose_port_8000_of_the_serve_pods() -> None:
     cluster = _only("RayCluster", "raycluster.yaml")
     service = _only("Service", "raycluster.yaml")["spec"]
     assert service["type"] == "ClusterIP"
-    assert service["selector"] == {"ray.io/cluster": cluster["metadata"]["name"]}  # KubeRay's pod label
+    # KubeRay's pod labels: the cluster's workers (readiness /-/healthz), not the head (above).
+    assert service["selector"] == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "worker"}
     assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [(SERVE_PORT, SERVE_PORT)]
     # The RayService's Service is KubeRay's: it sets the selector (the serving cluster's ready proxies).
     serve_service = _only("RayService", "rayservice.yaml")["spec"]["serveService"]["spec"]
