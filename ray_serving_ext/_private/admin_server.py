@@ -26,8 +26,9 @@ API keys, as on the proxy: `RAY_SERVE_EXT_ADMIN_API_KEYS_FILE` (one key per
 line, re-read within a second of changing) and `RAY_SERVE_EXT_ADMIN_API_KEYS_ENV`
 (the name of a variable holding comma-separated keys). With either set, every
 path needs `Authorization: Bearer <key>` (401 otherwise), and with none
-loadable everything is refused. Ray's clients (its `serve` CLI, the KubeRay
-operator) send `Authorization: Bearer <token>` when Ray's token auth is on, so
+loadable everything is refused. The key is read from `Authorization`, else from
+`X-Ray-Authorization`, as Ray's dashboard reads its token: Ray's `serve` CLI sends
+the first and the KubeRay operator the second when Ray's token auth is on, so
 `RAY_SERVE_EXT_ADMIN_API_KEYS_ENV=RAY_AUTH_TOKEN` makes the cluster's token the key.
 """
 
@@ -47,7 +48,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ray_serving_ext._private.common import DeploymentID, new_request_id
-from ray_serving_ext._private.proxy_auth import ApiKeys, authorization_header, unauthorized_messages
+from ray_serving_ext._private.proxy_auth import ApiKeys, unauthorized_messages
 from ray_serving_ext.config import format_validation_error
 from ray_serving_ext.config_file import ServeDeploySchema
 from ray_serving_ext.exceptions import DeploymentIsBeingDeletedError, ExternalScalerDisabledError
@@ -125,6 +126,18 @@ def build_app(get_details: GetDetails, scale: Scale, apply_config: Optional[Call
     ])
 
 
+def admin_authorization(headers: Any) -> Optional[bytes]:
+    """The request's credentials: `Authorization`, else `X-Ray-Authorization` (Ray's
+    dashboard reads the same two, in that order; the KubeRay operator sends the second)."""
+    fallback = None
+    for name, value in headers:
+        if name == b"authorization":
+            return value
+        if name == b"x-ray-authorization" and fallback is None:
+            fallback = value
+    return fallback
+
+
 class RequireApiKey:
     """ASGI middleware: every HTTP request needs one of `keys` as a Bearer token, else a 401."""
 
@@ -134,7 +147,7 @@ class RequireApiKey:
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            reason = self._keys.check(authorization_header(scope.get("headers", [])))
+            reason = self._keys.check(admin_authorization(scope.get("headers", [])))
             if reason is not None:
                 for message in unauthorized_messages(reason, new_request_id()):
                     await send(message)

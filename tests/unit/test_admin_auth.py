@@ -56,6 +56,17 @@ async def test_every_path_needs_a_key_and_a_rotated_key_works(tmp_path):
 
             good = {"Authorization": "Bearer first-key"}
             assert (await _get(client, f"{url}/api/ray/version", headers=good)).status_code == 200
+            # The KubeRay operator sends its token in X-Ray-Authorization (Ray's dashboard reads both).
+            kuberay = await _get(client, f"{url}/api/serve/applications/",
+                                 headers={"X-Ray-Authorization": "Bearer first-key"})
+            assert kuberay.status_code == 200, kuberay.text
+            wrong_kuberay = await _get(client, f"{url}/api/serve/applications/",
+                                       headers={"X-Ray-Authorization": "Bearer nope"})
+            assert wrong_kuberay.status_code == 401
+            # Authorization comes first, as in Ray: a wrong one is not rescued by the other header.
+            both = await _get(client, f"{url}/api/ray/version",
+                              headers={"Authorization": "Bearer nope", "X-Ray-Authorization": "Bearer first-key"})
+            assert both.status_code == 401
             got = await _get(client, f"{url}/api/serve/applications/?api_type=declarative", headers=good)
             assert got.status_code == 200 and got.json()["api_type"] == "declarative"
             put = await client.put(f"{url}/api/serve/applications/", json=CONFIG, headers=good)
