@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -138,7 +138,10 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory):
     yield from _cluster(tmp_path_factory, dashboard=False, auth_token=secrets.token_hex(16))
 
 
-def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_token: str = ""):
+def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_token: str = "",
+             extra_env: Optional[Dict[str, str]] = None):
+    """Start the head (retried on a port clash), yield its RayCluster, stop it. `extra_env` is set
+    in `ray start`'s environment (so every Ray worker inherits it) and in the children's."""
     log_dir = tmp_path_factory.mktemp("ray_cluster")
     for attempt in range(3):  # another process may take a picked port before Ray binds it
         port = free_port()
@@ -147,6 +150,7 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_tok
         if auth_token:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=auth_token)
             env.pop("RAY_AUTH_TOKEN_PATH", None)
+        env.update(extra_env or {})
         dashboard_port = free_port() if dashboard else 0
         log_path = log_dir / f"ray_start_{attempt}.log"
         with open(log_path, "w") as log:
