@@ -19,6 +19,9 @@ Then what the kubelet and the operator do, in their order:
   labels the head for the serve Service) and both example apps answer;
 - an edited serveConfigV2 (a new user_config) is PUT while a client keeps
   sending requests: every request gets a 200 and the new threshold arrives.
+
+And the RayCluster variant's deploy Job: its script, with its API key, applies
+its ConfigMap's config over the admin API.
 """
 
 from __future__ import annotations
@@ -67,7 +70,13 @@ def head(tmp_path_factory, rayservice):
     env.update(RAY_SERVE_EXT_ADMIN_HOST="127.0.0.1", RAY_SERVE_EXT_ADMIN_PORT=str(admin_port),
                RAY_SERVE_EXT_ADMIN_API_KEYS_ENV="RAY_AUTH_TOKEN")  # the manifest's commented line, on
     for cluster in _cluster(tmp_path_factory, dashboard=False, auth_token=secrets.token_hex(16), extra_env=env):
-        cluster.extra["admin_port"] = admin_port
+        http_port, log = free_port(), tmp_path_factory.mktemp("post_start") / "serve-ext-start.log"
+        env = {**cluster.env, "PATH": os.pathsep.join([os.path.dirname(sys.executable), cluster.env.get("PATH", "")])}
+        # The kubelet runs the postStart hook once the container has started (`ray start`).
+        started = subprocess.run(["/bin/bash", "-c", _post_start(rayservice, http_port, log)], env=env,
+                                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+        assert started.returncode == 0, (log.read_text() if log.exists() else "")[-3000:]
+        cluster.extra.update(admin_port=admin_port, http_port=http_port, path=env["PATH"])
         yield cluster
 
 
@@ -126,15 +135,9 @@ def _cluster_ready(view: Dict[str, dict], names: List[str]) -> bool:
         for app in view.values())
 
 
-def test_the_rayservice_head_comes_up_and_takes_kuberays_requests(head, rayservice, tmp_path):
-    token, admin_port, http_port = head.env["RAY_AUTH_TOKEN"], head.extra["admin_port"], free_port()
+def test_the_rayservice_head_comes_up_and_takes_kuberays_requests(head, rayservice):
+    token, admin_port, http_port = head.env["RAY_AUTH_TOKEN"], head.extra["admin_port"], head.extra["http_port"]
     admin, serve_url = f"http://127.0.0.1:{admin_port}", f"http://127.0.0.1:{http_port}"
-    log = tmp_path / "serve-ext-start.log"
-    env = {**head.env, "PATH": os.pathsep.join([os.path.dirname(sys.executable), head.env.get("PATH", "")])}
-    started = subprocess.run(["/bin/bash", "-c", _post_start(rayservice, http_port, log)], env=env,
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
-    assert started.returncode == 0, (log.read_text() if log.exists() else "")[-3000:]
-
     # The kubelet: the head's readiness probe, as the manifest defines it, before any application.
     ports = {8000: http_port, MANIFEST_ADMIN_PORT: admin_port}
     probe = _head_container(rayservice)["readinessProbe"]
@@ -195,3 +198,33 @@ def _upgrade_in_place(admin: str, serve_url: str, config: dict, token: str) -> N
         stop.set()
         worker.join(timeout=15)
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_the_rayclusters_deploy_job_applies_its_configmap(head, tmp_path):
+    """The RayCluster variant's Job script (wait for the admin API, then `serve-ext deploy -a`), run against
+    the same head with its key (the manifest's commented RAY_SERVE_EXT_API_KEY, set to the token)."""
+    docs = [d for d in yaml.safe_load_all((MANIFEST.parent / "raycluster.yaml").read_text()) if d]
+    job = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    mount = job["volumeMounts"][0]["mountPath"]
+    script = job["command"][2]
+    assert job["command"][:2] == ["/bin/bash", "-c"] and script.count(f"{mount}/serve_config.yaml") == 1
+    config = yaml.safe_load(config_map["data"]["serve_config.yaml"])
+    http_port = head.extra["http_port"]
+    config["http_options"].update(host="127.0.0.1", port=http_port)  # the instance's, as on the cluster
+    config["applications"] = [app for app in config["applications"] if app["name"] == "hello"]
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    admin = f"http://127.0.0.1:{head.extra['admin_port']}"
+    env = {**head.env, "SERVE_ADDRESS": admin, "RAY_SERVE_EXT_API_KEY": head.env["RAY_AUTH_TOKEN"],
+           "PATH": head.extra["path"]}
+    env.pop("RAY_ADDRESS")  # the Job does not join the Ray cluster: it only speaks HTTP
+    env.pop("RAY_AUTH_TOKEN")
+    script = script.replace(f"{mount}/serve_config.yaml", str(tmp_path / "serve_config.yaml"))
+    ran = subprocess.run(["/bin/bash", "-c", script], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
+    token = head.env["RAY_AUTH_TOKEN"]
+    # Declarative: the config names only `hello`, so `classifier` (if the previous test deployed it) is deleted.
+    wait_for_condition(lambda: _cluster_ready(_operator_view(admin, token), ["hello"]), timeout=120, interval=1.0,
+                       message="the Job's config applied: only hello, RUNNING")
+    assert requests.get(f"http://127.0.0.1:{http_port}/hello?name=Job", timeout=10).text == "Hello, Job!"
