@@ -58,8 +58,8 @@ def _address_option(default: Any = _default_address) -> Any:
         show_default="$RAY_ADDRESS or auto",
         type=str,
         help="Address of the running Ray cluster (host:port), or 'auto'; for deploy, status, config and "
-             "shutdown also an http:// address of Serve's REST API (RAY_SERVE_EXT_ADMIN_PORT; "
-             "$RAY_SERVE_EXT_API_KEY is sent as its Bearer key).",
+             "shutdown also an http:// address of Serve's REST API (http://127.0.0.1:8266 unless "
+             "RAY_SERVE_EXT_ADMIN_PORT says otherwise; $RAY_SERVE_EXT_API_KEY is sent as its Bearer key).",
     )
 
 
@@ -312,7 +312,7 @@ def cli() -> None:
                    "restore every application from it when it already holds state.")
 @click.option("--admin-port", default=None, type=click.IntRange(0, 65535),
               help="Serve Ray Serve's REST API (/api/serve/applications/) on this port of the controller's node "
-                   "(RAY_SERVE_EXT_ADMIN_PORT; off when unset or 0).")
+                   "(RAY_SERVE_EXT_ADMIN_PORT; default 8266, 0 turns it off).")
 @click.option("--admin-host", default=None, type=str,
               help="Host for the REST API (RAY_SERVE_EXT_ADMIN_HOST; default 127.0.0.1). Off loopback, give it keys.")
 @click.option("--admin-api-keys-file", default=None, type=str,
@@ -332,8 +332,9 @@ def start(address: str, http_host: str, http_port: int, proxy_location: str, che
     env = {name: str(value) for name, value in (
         ("RAY_SERVE_EXT_ADMIN_PORT", admin_port), ("RAY_SERVE_EXT_ADMIN_HOST", admin_host),
         ("RAY_SERVE_EXT_ADMIN_API_KEYS_FILE", admin_api_keys_file)) if value is not None}
-    _ensure_serve(options, proxy_location, checkpoint_path=checkpoint_path, controller_env=env)
-    admin = f"; REST API on http://{admin_host or '127.0.0.1'}:{admin_port}" if admin_port else ""
+    client = _ensure_serve(options, proxy_location, checkpoint_path=checkpoint_path, controller_env=env)
+    address = client.get_admin_address()
+    admin = f"; REST API on {address}" if address else "; no REST API: its port is 0, or was taken (controller log)"
     click.echo(f"Serve started (HTTP on {http_host}:{http_port}, proxies: {proxy_location}{admin}).")
 
 

@@ -17,10 +17,12 @@
 - `GET /api/ray/version` answers the version check Ray's `serve` CLI and the
   KubeRay operator make first.
 
-It runs on the controller's own event loop, so a request reads the live state
-without a Ray call. It binds `RAY_SERVE_EXT_ADMIN_HOST` (loopback by default)
-and `RAY_SERVE_EXT_ADMIN_PORT`; port 0 serves nothing. A port that cannot be
-bound is logged and the controller carries on without the API.
+It starts with the instance and runs on the controller's own event loop, so a
+request reads the live state without a Ray call. It binds
+`RAY_SERVE_EXT_ADMIN_HOST` (default 127.0.0.1) and `RAY_SERVE_EXT_ADMIN_PORT`
+(default 8266); port 0 serves nothing. A port that cannot be bound (another
+instance on the machine may hold the default) is logged and the controller
+carries on without the API.
 
 API keys, as on the proxy: `RAY_SERVE_EXT_ADMIN_API_KEYS_FILE` (one key per
 line, re-read within a second of changing) and `RAY_SERVE_EXT_ADMIN_API_KEYS_ENV`
@@ -180,9 +182,13 @@ class AdminServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
+            sock.listen(128)  # now, so that a second instance's bind of the same port fails here too
         except OSError as exc:
             sock.close()
-            logger.error("The admin API is not served: cannot bind %s:%d (%s).", self.host, self.port, exc)
+            logger.warning("The admin API (Serve's REST API) is not served: cannot bind %s:%d (%s). Another "
+                           "Serve instance on this machine may hold it: set RAY_SERVE_EXT_ADMIN_PORT in the "
+                           "controller's environment (serve-ext start --admin-port) to another port, or 0.",
+                           self.host, self.port, exc)
             return False
         # Bound here, not by uvicorn: uvicorn exits the process when it cannot bind.
         config = uvicorn.Config(self._app, lifespan="off", access_log=False, log_level="warning", log_config=None,
@@ -195,6 +201,13 @@ class AdminServer:
                            "code. Set RAY_SERVE_EXT_ADMIN_API_KEYS_FILE or RAY_SERVE_EXT_ADMIN_API_KEYS_ENV.",
                            self.host, self.port)
         return True
+
+    @property
+    def address(self) -> Optional[str]:
+        """`http://host:port` while serving, else None."""
+        if self._server is None:
+            return None
+        return f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

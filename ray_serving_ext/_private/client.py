@@ -129,6 +129,10 @@ class ServeControllerClient:
         """The HTTP options the running instance was started with."""
         return self._get(self._controller.get_http_options.remote())
 
+    def get_admin_address(self) -> Optional[str]:
+        """The admin (REST) API's `http://host:port`, or None when the instance serves none."""
+        return self._get(self._controller.get_admin_address.remote())
+
     def set_tracing_config(self, tracing_config: TracingConfig) -> None:
         """Trace with `tracing_config` in replicas started from now on (proxies keep theirs)."""
         self._get(self._controller.set_tracing_config.remote(tracing_config))

@@ -106,11 +106,13 @@ DIRECT_INGRESS_DEFAULT = _env_str("RAY_SERVE_EXT_DIRECT_INGRESS", "0") in ("1", 
 TRACING_EXPORTER_IMPORT_PATH = _env_str("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", "")
 TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
 
-# The controller's admin HTTP API (instance details, external scaling): host and port.
-# Port 0 (the default) serves none. Set them in the controller's environment, e.g.
-# ControllerOptions(runtime_env={"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": "8266"}}).
+# The controller's admin HTTP API (Ray Serve's REST API, the external scaler's endpoint): on
+# with every instance, on loopback port 8266 (Ray's dashboard has 8265); port 0 turns it off.
+# Read in the controller's environment: `serve-ext start --admin-port`, or
+# ControllerOptions(runtime_env={"env_vars": {"RAY_SERVE_EXT_ADMIN_PORT": "8270"}}).
+DEFAULT_ADMIN_PORT = 8266
 ADMIN_HOST = _env_str("RAY_SERVE_EXT_ADMIN_HOST", "127.0.0.1")
-ADMIN_PORT = _env_int("RAY_SERVE_EXT_ADMIN_PORT", 0)
+ADMIN_PORT = _env_int("RAY_SERVE_EXT_ADMIN_PORT", DEFAULT_ADMIN_PORT)
 # Its API keys (admin_server.py): a keys file, and/or the name of a variable holding keys.
 ADMIN_API_KEYS_FILE = _env_str("RAY_SERVE_EXT_ADMIN_API_KEYS_FILE", "")
 ADMIN_API_KEYS_ENV = _env_str("RAY_SERVE_EXT_ADMIN_API_KEYS_ENV", "")

@@ -299,6 +299,10 @@ class ServeController:
     async def get_http_options(self) -> HTTPOptions:
         return self._http_options
 
+    async def get_admin_address(self) -> Optional[str]:
+        """Where the admin (REST) API listens, `http://host:port`; None when it is off or not bound."""
+        return self._admin.address
+
     async def get_tracing_config(self) -> Optional[TracingConfig]:
         """The instance's tracing config (None: each process follows its RAY_SERVE_TRACING_* variables).
 
