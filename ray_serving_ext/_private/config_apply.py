@@ -36,6 +36,9 @@ class _InController:
     def get_serve_status(self) -> Any:
         return self._call(self._controller.get_serve_status())
 
+    def get_http_options(self) -> Any:
+        return self._call(self._controller.get_http_options())
+
     def deploy_applications(self, built: List[Any], configs: List[Optional[Dict[str, Any]]], delete_missing: bool,
                             target_capacity: Optional[float] = None) -> None:
         self._call(self._controller.deploy_applications(built, configs, delete_missing, target_capacity))
@@ -59,6 +62,7 @@ class ConfigApplier:
         from ray_serving_ext._private.config_deploy import AppBuildError, deploy_config
 
         try:
+            self._warn_if_http_options_differ(schema)
             result = deploy_config(self._client, schema, declarative=True)
             logger.info("Applied a config from the REST API: %s deployed%s.", ", ".join(result.deployed) or "nothing",
                         f", {', '.join(result.deleted)} deleted" if result.deleted else "")
@@ -66,6 +70,17 @@ class ConfigApplier:
             logger.error("A config from the REST API was not applied: %s", exc)
         except Exception:
             logger.exception("A config from the REST API was not applied.")
+
+    def _warn_if_http_options_differ(self, schema: Any) -> None:
+        # HTTP options are fixed when Serve starts (as in Ray Serve, whose PUT logs the same warning):
+        # the config's are compared field by field, only those it sets, and ignored.
+        given = schema.http_options.model_dump(include=schema.http_options.model_fields_set)
+        running = self._client.get_http_options().model_dump()
+        differ = sorted(name for name, value in given.items() if name in running and running[name] != value)
+        if differ:
+            logger.warning("Serve is already running on this Ray cluster and its HTTP options cannot be updated "
+                           "without restarting it; the config's %s differ from the running instance's and are "
+                           "ignored.", differ)
 
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
