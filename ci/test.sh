@@ -4,7 +4,7 @@
 # which the API-surface test compares against; celery, the task consumer
 # tests' adapter; tracing, OpenTelemetry) under ci/constraints.txt (so pip
 # never backtracks through the lockstep-released fsspec/s3fs/gcsfs or the
-# botocore family), then run the whole test suite (tests/e2e and ten integration
+# botocore family), then run the whole test suite (tests/e2e and eleven integration
 # modules beside unit and the rest of integration, as two pytest runs at once).
 # Extra arguments go to one pytest run instead.
 #
@@ -40,7 +40,7 @@ else
   # local Ray). Most of the suite's time is waiting (drains, restarts, polls),
   # so on 2 cores the two overlap well; each half's output is printed whole.
   side=(test_https test_proxy_auth test_proxy_bind test_proxy_limits test_tracing test_timeouts test_direct_ingress
-        test_rest_api test_failures test_gang_scheduling)
+        test_rest_api test_failures test_gang_scheduling test_proxy_middlewares)
   side_paths=() ignores=()
   for m in "${side[@]}"; do
     side_paths+=("tests/integration/$m.py")

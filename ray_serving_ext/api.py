@@ -52,11 +52,8 @@ def _ensure_ray() -> None:
 
 
 def _http_options_model(http_options: Union[None, Dict[str, Any], HTTPOptions]) -> HTTPOptions:
-    """`http_options` as the validated model the controller and proxies use as is.
-
-    The copy sent has no `middlewares`: the proxies do not apply them, and user
-    middleware classes need not pickle.
-    """
+    """`http_options` as the validated model the controller and proxies use as is
+    (its `middlewares` too: every proxy applies them, so their classes must pickle)."""
     if http_options is None:
         options = HTTPOptions()
     elif isinstance(http_options, HTTPOptions):
@@ -65,7 +62,7 @@ def _http_options_model(http_options: Union[None, Dict[str, Any], HTTPOptions]) 
         options = HTTPOptions(**http_options)
     else:
         raise TypeError(f"http_options must be a dict or HTTPOptions, got {type(http_options).__name__}.")
-    return options.model_copy(update={"middlewares": []})
+    return options
 
 
 def _proxy_location(proxy_location: Any, http: HTTPOptions) -> str:

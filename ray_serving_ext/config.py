@@ -397,8 +397,11 @@ class HTTPOptions(SSLOptions, ProxyAuthOptions, ProxyLimitOptions, DirectIngress
     keys are rejected and assignments are validated. ``location`` is deprecated
     (use ``proxy_location``): setting it warns, and ``"NoServer"`` means
     ``Disabled``. ``host=None`` means no proxy, so ``location`` becomes
-    ``Disabled``. Unlike current Ray Serve, a non-empty ``middlewares`` list
-    (Starlette middleware) and a non-zero ``num_cpus`` are accepted.
+    ``Disabled``. Unlike current Ray Serve, which refuses them, a non-empty
+    ``middlewares`` list (``starlette.middleware.Middleware`` objects) wraps every
+    proxy's ASGI app (the last one outermost, as Ray Serve applied them and still
+    applies those of ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``), and a non-zero
+    ``num_cpus`` is accepted.
 
     ``ssl_keyfile`` and ``ssl_certfile`` (paths on the proxies' nodes) must be
     given together; with them the proxies serve HTTPS only (uvicorn's TLS), the
@@ -430,6 +433,13 @@ class HTTPOptions(SSLOptions, ProxyAuthOptions, ProxyLimitOptions, DirectIngress
                 stacklevel=2,
             )
         return location
+
+    @field_validator("middlewares")
+    @classmethod
+    def _starlette_middlewares(cls, value: list[Any]) -> list[Any]:
+        from ray_serving_ext._private.proxy_middlewares import check_middlewares
+
+        return check_middlewares(value, "http_options.middlewares")
 
     @model_validator(mode="after")
     def _no_host_means_no_proxy(self) -> HTTPOptions:

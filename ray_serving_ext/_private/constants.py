@@ -106,6 +106,10 @@ DIRECT_INGRESS_DEFAULT = _env_str("RAY_SERVE_EXT_DIRECT_INGRESS", "0") in ("1", 
 TRACING_EXPORTER_IMPORT_PATH = _env_str("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", "")
 TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
 
+# Ray Serve's hook for proxy middlewares: "module:callable" returning a list of Starlette
+# Middleware, called once in each proxy process (proxy_middlewares.py).
+HTTP_PROXY_CALLBACK_IMPORT_PATH = _env_str("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "")
+
 # The controller's admin HTTP API (Ray Serve's REST API, the external scaler's endpoint): on
 # with every instance, on loopback port 8266 (Ray's dashboard has 8265); port 0 turns it off.
 # Read in the controller's environment: `serve-ext start --admin-port`, or

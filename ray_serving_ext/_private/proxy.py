@@ -423,26 +423,30 @@ async def _read_body(receive: Any) -> bytes:
     return b"".join(chunks)
 
 
-def _http_protocol(app: ProxyASGIApp, http_options: HTTPOptions) -> Any:
+def _http_protocol(app: ProxyASGIApp, http_options: HTTPOptions, fast: bool) -> Any:
     """uvicorn's httptools protocol with the proxy's limits, forwarding plain requests without
-    the ASGI round unless that is turned off; plain uvicorn if the installed uvicorn lacks
-    what the subclass builds on (then no limits, and a warning says so)."""
+    the ASGI round when `fast`; plain uvicorn if the installed uvicorn lacks what the
+    subclass builds on (then no limits, and a warning says so)."""
     from ray_serving_ext._private import fast_http
     from ray_serving_ext._private.http_limits import Limits
 
     if fast_http.supported():
-        return fast_http.protocol_class(app, Limits(http_options), fast=HTTP_FAST_PATH)
+        return fast_http.protocol_class(app, Limits(http_options), fast=fast)
     logger.warning("This uvicorn lacks what the proxy's protocol builds on: no request limits, no fast path.")
     return "httptools"
 
 
 def make_server(app: ProxyASGIApp, http_options: HTTPOptions, host: str) -> Any:
     """The uvicorn server a proxy (or a replica's direct ingress) runs `app` with; it is
-    started with sockets bound beforehand (`serve(sockets=...)`)."""
+    started with sockets bound beforehand (`serve(sockets=...)`). Middlewares configured
+    (proxy_middlewares.py) wrap `app` and turn the fast path off."""
     import uvicorn
 
+    from ray_serving_ext._private.proxy_middlewares import apply_middlewares, proxy_middlewares
+
+    middlewares = proxy_middlewares(http_options.middlewares)
     config = uvicorn.Config(
-        app,
+        apply_middlewares(app, middlewares),
         # host is None only with an explicit proxy_location overriding the
         # "no host, no proxy" rule; serve on localhost then, as before.
         host=host,
@@ -452,7 +456,7 @@ def make_server(app: ProxyASGIApp, http_options: HTTPOptions, host: str) -> Any:
         log_level="warning",
         # No dictConfig: it would close every logging handler in the process, ours included.
         log_config=None,
-        http=_http_protocol(app, http_options),
+        http=_http_protocol(app, http_options, fast=HTTP_FAST_PATH and not middlewares),
         loop="none",
         timeout_keep_alive=http_options.keep_alive_timeout_s,
         root_path=http_options.root_path,

@@ -271,13 +271,16 @@ def test_http_options_location_deprecated_and_normalised() -> None:
 
 
 def test_http_options_no_host_disables_proxy_and_accepts_middlewares() -> None:
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
+
     assert HTTPOptions(host=None).location is ProxyLocation.Disabled
-
-    class Middleware:  # an arbitrary, non-pydantic type
-        pass
-
-    h = HTTPOptions.model_validate({"middlewares": [Middleware], "port": 9000})
-    assert h.middlewares == [Middleware] and h.port == 9000
+    cors = Middleware(CORSMiddleware, allow_origins=["*"])
+    h = HTTPOptions.model_validate({"middlewares": [cors], "port": 9000})
+    assert h.middlewares == [cors] and h.port == 9000
+    for bad in ([CORSMiddleware], ["cors"]):  # a class, not Middleware(cls, ...); a string
+        with pytest.raises(ValidationError, match="starlette.middleware.Middleware"):
+            HTTPOptions(middlewares=bad)
 
 
 def test_http_options_assignment_validated() -> None:
