@@ -18,7 +18,7 @@ import ray
 
 from ray_serving_ext._private.build import build_app
 from ray_serving_ext._private.client import ServeControllerClient, create_controller
-from ray_serving_ext._private.cluster import find_controller, get_serve_actor
+from ray_serving_ext._private.cluster import find_controller, get_serve_actor, stale_bootstrap_address
 from ray_serving_ext._private.common import DeploymentID, deployment_actor_name
 from ray_serving_ext._private.constants import DEFAULT_APP_NAME, SERVE_NAMESPACE, deployment_actor_context_env
 from ray_serving_ext._private.router import get_router_registry
@@ -47,8 +47,15 @@ _DEFAULT: Any = _DefaultRoutePrefix()
 
 
 def _ensure_ray() -> None:
-    if not ray.is_initialized():
-        ray.init(namespace=SERVE_NAMESPACE)
+    """Join the cluster Ray would join, or start a local one (the embedded default); a local
+    one too when Ray's last `ray start` address no longer answers."""
+    if ray.is_initialized():
+        return
+    stale = stale_bootstrap_address()
+    if stale:
+        logger.warning("Ray's last cluster address %s (its ray_current_cluster file) does not answer: its head "
+                       "was stopped without cleaning up. Starting a local Ray instead.", stale)
+    ray.init(address="local" if stale else None, namespace=SERVE_NAMESPACE)
 
 
 def _http_options_model(http_options: Union[None, Dict[str, Any], HTTPOptions]) -> HTTPOptions:

@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from ray_serving_ext._private.client import ServeControllerClient
-from ray_serving_ext._private.cluster import find_controller
+from ray_serving_ext._private.cluster import find_controller, stale_bootstrap_address
 from ray_serving_ext._private.config_deploy import (
     AppBuildError,
     build_apps,
@@ -135,7 +135,12 @@ def connect(address: str, allow_local: bool = False, log_to_driver: bool = False
     if ray.is_initialized():
         return
     kwargs = {"namespace": SERVE_NAMESPACE, "logging_level": logging.WARNING, "log_to_driver": log_to_driver}
-    error = _try_connect(address, kwargs)
+    stale = stale_bootstrap_address() if address == "auto" else None
+    if stale:  # "auto" would join it and retry for ever
+        error: Optional[str] = (f"Could not connect to a Ray cluster: Ray's last cluster address {stale} does "
+                                "not answer (its head was stopped without cleaning up).")
+    else:
+        error = _try_connect(address, kwargs)
     if error is None:
         return
     if not (allow_local and address == "auto"):

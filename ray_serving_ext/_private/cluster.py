@@ -13,14 +13,44 @@ Everything Serve needs from Ray besides calling actor methods lives here:
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import ray
 
-from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE
+from ray_serving_ext._private.constants import CONTROLLER_NAME, SERVE_NAMESPACE, ray_address_env
 
 _HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+# ---------------------------------------------------------------------------- joining
+
+
+def stale_bootstrap_address(probe_timeout_s: float = 1.0) -> Optional[str]:
+    """The address in Ray's `ray_current_cluster` file when nothing answers there, else None.
+
+    `ray start` writes that file and a head stopped by a signal leaves it behind; a
+    plain `ray.init()` (or `address="auto"`) then joins it and retries for ever. None
+    also when the file is absent or unreadable, or when `$RAY_ADDRESS` is set (then
+    that address is the user's choice, as in Ray).
+    """
+    if ray_address_env():
+        return None
+    try:
+        from ray._private.utils import read_ray_address  # Ray's own reader: its temp dir, RAY_TMPDIR
+
+        address = read_ray_address()
+    except Exception:
+        return None
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=probe_timeout_s).close()
+    except OSError:
+        return address
+    return None
+
 
 # ---------------------------------------------------------------------------- nodes
 

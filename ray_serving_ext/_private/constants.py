@@ -192,9 +192,14 @@ def prometheus_headers() -> str:
     return _env_str("RAY_PROMETHEUS_HEADERS") or "{}"
 
 
+def ray_address_env() -> str:
+    """``$RAY_ADDRESS`` as it is now ("" when unset): the cluster Ray itself would join."""
+    return _env_str("RAY_ADDRESS")
+
+
 def default_ray_address() -> str:
     """The CLI's default cluster address: ``$RAY_ADDRESS``, else ``auto``."""
-    return _env_str("RAY_ADDRESS") or "auto"
+    return ray_address_env() or "auto"
 
 
 def runtime_env_include_gitignore() -> bool:
