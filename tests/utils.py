@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
@@ -80,3 +81,19 @@ def wait_for_condition(
         time.sleep(interval)
     detail = f" (last error: {last_exc!r})" if last_exc else ""
     raise AssertionError(f"Condition not met within {timeout}s: {message or predicate}{detail}")
+
+
+def forget_ray_start_address(port: int) -> None:
+    """Remove Ray's `ray_current_cluster` file if it names the cluster on `port`, which a test
+    has just stopped by signal: `ray start` wrote it and nothing else removes it, and a plain
+    `ray.init()` on this machine would then try to join that dead address."""
+    from ray._common.utils import get_ray_address_file  # Ray's path: its temp dir, RAY_TMPDIR
+
+    path = get_ray_address_file(None)
+    try:
+        with open(path) as f:
+            named = f.read().strip()
+        if named.rpartition(":")[2] == str(port):
+            os.remove(path)
+    except (OSError, ValueError):
+        pass

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from tests.utils import free_port, is_port_clash, wait_for_condition
+from tests.utils import forget_ray_start_address, free_port, is_port_clash, wait_for_condition
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -166,6 +166,7 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_tok
         if proc.poll() is None:
             break
         _stop(proc)
+        forget_ray_start_address(port)
         if attempt == 2 or not is_port_clash(log_path.read_text()):
             raise AssertionError(f"ray start exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
     try:
@@ -173,3 +174,4 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory, dashboard: bool, auth_tok
         yield RayCluster(address=address, env=env, log_path=log_path, extra=extra)
     finally:
         _stop(proc)
+        forget_ray_start_address(port)

@@ -25,7 +25,7 @@ import requests
 from ray_serving_ext._private.build import build_app
 from ray_serving_ext._private.checkpoint import make_checkpoint_manager
 from ray_serving_ext._private.constants import CHECKPOINT_KEY
-from tests.utils import free_port, is_port_clash, wait_for_condition
+from tests.utils import forget_ray_start_address, free_port, is_port_clash, wait_for_condition
 
 pytestmark = pytest.mark.e2e
 
@@ -127,6 +127,7 @@ class RayCluster:
             return not pids
 
         wait_for_condition(gone, timeout=30, interval=0.2, message=f"cluster {self.address} gone")
+        forget_ray_start_address(self.port)
 
 
 class ClusterChain:
