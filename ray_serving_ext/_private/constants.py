@@ -107,7 +107,7 @@ TRACING_EXPORTER_IMPORT_PATH = _env_str("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH"
 TRACING_SAMPLING_RATIO = _env_float("RAY_SERVE_TRACING_SAMPLING_RATIO", 0.01)
 
 # Ray Serve's hook for proxy middlewares: "module:callable" returning a list of Starlette
-# Middleware, called once in each proxy process (proxy_middlewares.py).
+# Middleware, called where a proxy builds its HTTP server (proxy_middlewares.py).
 HTTP_PROXY_CALLBACK_IMPORT_PATH = _env_str("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "")
 
 # The controller's admin HTTP API (Ray Serve's REST API, the external scaler's endpoint): on

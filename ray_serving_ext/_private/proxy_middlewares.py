@@ -2,8 +2,8 @@
 
 Two sources, in this order: `http_options.middlewares` (a list of
 `starlette.middleware.Middleware`), then the list returned by the callable at
-`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` (Ray Serve's variable, called once
-in each proxy process). Each entry wraps what came before it, so the last one
+`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` (Ray Serve's variable, called each
+time a proxy, or a direct-ingress replica, builds its HTTP server). Each entry wraps what came before it, so the last one
 is outermost, as in Ray Serve's `_apply_middlewares`.
 
 A middleware must see every request, so with any configured the proxy's fast
