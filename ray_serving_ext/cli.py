@@ -17,7 +17,6 @@ import json
 import logging
 import pathlib
 import signal
-import socket
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,7 +26,7 @@ import yaml
 from pydantic import ValidationError
 
 from ray_serving_ext._private.client import ServeControllerClient
-from ray_serving_ext._private.cluster import find_controller, stale_bootstrap_address
+from ray_serving_ext._private.cluster import find_controller, host_port, probe, stale_bootstrap_address
 from ray_serving_ext._private.config_deploy import (
     AppBuildError,
     build_apps,
@@ -96,28 +95,16 @@ def _fail(message: str) -> "click.ClickException":
 # ---------------------------------------------------------------------------- connecting
 
 
-def _host_port(address: str) -> Optional[Tuple[str, int]]:
-    """(host, port) when `address` is "host:port" (optionally with a scheme), else None."""
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return None
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        return None
-    return host.split("://")[-1].strip("[]") or "127.0.0.1", int(port)
-
-
 def _try_connect(address: str, kwargs: Dict[str, Any]) -> Optional[str]:
     """Connect to the cluster at `address`; None on success, else the reason.
 
     A "host:port" address is probed first, to fail in seconds instead of Ray's
     minute of retries when nothing listens there.
     """
-    target = _host_port(address)
-    if target is not None:
-        try:
-            socket.create_connection(target, timeout=_PROBE_TIMEOUT_S).close()
-        except OSError as exc:
-            return f"Could not connect to a Ray cluster at '{address}': {exc.strerror or exc}."
+    target = host_port(address)
+    reason = probe(target, _PROBE_TIMEOUT_S) if target is not None else None
+    if reason is not None:
+        return f"Could not connect to a Ray cluster at '{address}': {reason}."
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as exc:

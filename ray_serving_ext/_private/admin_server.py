@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ray_serving_ext._private.common import DeploymentID, new_request_id
-from ray_serving_ext._private.proxy_auth import ApiKeys, unauthorized_messages
+from ray_serving_ext._private.proxy_auth import ApiKeys, authorization_header, unauthorized_messages
 from ray_serving_ext.config import format_validation_error
 from ray_serving_ext.config_file import ServeDeploySchema
 from ray_serving_ext.exceptions import DeploymentIsBeingDeletedError, ExternalScalerDisabledError
@@ -128,18 +128,6 @@ def build_app(get_details: GetDetails, scale: Scale, apply_config: Optional[Call
     ])
 
 
-def admin_authorization(headers: Any) -> Optional[bytes]:
-    """The request's credentials: `Authorization`, else `X-Ray-Authorization` (Ray's
-    dashboard reads the same two, in that order; the KubeRay operator sends the second)."""
-    fallback = None
-    for name, value in headers:
-        if name == b"authorization":
-            return value
-        if name == b"x-ray-authorization" and fallback is None:
-            fallback = value
-    return fallback
-
-
 class RequireApiKey:
     """ASGI middleware: every HTTP request needs one of `keys` as a Bearer token, else a 401."""
 
@@ -149,7 +137,9 @@ class RequireApiKey:
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            reason = self._keys.check(admin_authorization(scope.get("headers", [])))
+            # Authorization, else X-Ray-Authorization: Ray's dashboard reads the same two, in
+            # that order, and the KubeRay operator sends the second.
+            reason = self._keys.check(authorization_header(scope.get("headers", []), b"x-ray-authorization"))
             if reason is not None:
                 for message in unauthorized_messages(reason, new_request_id()):
                     await send(message)

@@ -42,13 +42,29 @@ def stale_bootstrap_address(probe_timeout_s: float = 1.0) -> Optional[str]:
         address = read_ray_address()
     except Exception:
         return None
-    host, _, port = (address or "").rpartition(":")
-    if not host or not port.isdigit():
+    target = host_port(address or "")
+    if target is None or not target[0]:
         return None
+    return None if probe(target, probe_timeout_s) is None else address
+
+
+def host_port(address: str) -> Optional[Tuple[str, int]]:
+    """(host, port) when `address` is "host:port" (optionally with a scheme), else None
+    (an empty host is 127.0.0.1)."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.split("://")[-1].strip("[]") or "127.0.0.1", int(port)
+
+
+def probe(target: Tuple[str, int], timeout_s: float) -> Optional[str]:
+    """None when something accepts a TCP connection at `target` within `timeout_s`, else why not."""
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=probe_timeout_s).close()
-    except OSError:
-        return address
+        socket.create_connection(target, timeout=timeout_s).close()
+    except OSError as exc:
+        return str(exc.strerror or exc)
     return None
 
 

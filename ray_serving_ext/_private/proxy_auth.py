@@ -91,11 +91,15 @@ class ApiKeys:
         return None if found else INVALID
 
 
-def authorization_header(headers: Any) -> Optional[bytes]:
+def authorization_header(headers: Any, fallback: bytes = b"") -> Optional[bytes]:
+    """The `Authorization` header's value, else (when given) the `fallback` header's."""
+    found = None
     for name, value in headers:
         if name == b"authorization":
             return value
-    return None
+        if fallback and name == fallback and found is None:
+            found = value
+    return found
 
 
 def unauthorized_messages(reason: str, request_id: str) -> List[dict]:
